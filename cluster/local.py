@@ -1,0 +1,196 @@
+"""Run a profile on a local Ray cluster: prepare weights, start Ray, `serve deploy`, wait until ready, stop cleanly.
+
+`make run` is `python -m cluster.local --profile local`; the tests use `LocalCluster` on the `tiny` profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import yaml
+
+from cluster.prepare import prepare_profile
+from router.catalog import Profile, default_cache_dir, load_catalog
+from serve.app import AppArgs
+from serve.config import serve_config
+from serve.llm_configs import logical_cpus_needed
+
+HOST = "127.0.0.1"
+DASHBOARD_PORT = 8265
+SHUTDOWN_GRACE_S = 30
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not be brought up; the message says why and where the logs are."""
+
+
+class LocalCluster:
+    """A Ray head on this machine serving one profile on 127.0.0.1; a context manager that always cleans up."""
+
+    def __init__(self, profile: str = "local", *, port: int = 8000, ready_timeout_s: float = 900, cache_dir: Path | None = None):
+        self.catalog = load_catalog()
+        self.profile_name = profile
+        self.profile: Profile = self.catalog.profile(profile)
+        self.port = port
+        self.ready_timeout_s = ready_timeout_s
+        self.cache_dir = (cache_dir or default_cache_dir()).resolve()
+        self.base_url = f"http://{HOST}:{port}"
+        self._started_ray = False
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        prepare_profile(self.profile_name, self.catalog, self.cache_dir)
+        self._start_ray()
+        config = self.cache_dir / f"serve-{self.profile_name}.yaml"
+        args = AppArgs(profile=self.profile_name, cache_dir=str(self.cache_dir))
+        config.write_text(yaml.safe_dump(serve_config(args, host=HOST, port=self.port), sort_keys=False))
+        _run([_bin("serve"), "deploy", str(config), "--address", f"http://{HOST}:{DASHBOARD_PORT}"])
+        self.wait_ready()
+
+    def _start_ray(self) -> None:
+        if _ray_running():
+            raise ClusterError("a Ray cluster is already running on this machine: stop it with `ray stop` first")
+        cpus = max(os.cpu_count() or 1, logical_cpus_needed(self.profile) + 1)
+        _run(
+            [_bin("ray"), "start", "--head", f"--num-cpus={cpus}", "--include-dashboard=true", f"--dashboard-host={HOST}",
+             f"--dashboard-port={DASHBOARD_PORT}", f"--node-ip-address={HOST}", "--disable-usage-stats"]
+        )
+        self._started_ray = True
+
+    def wait_ready(self) -> None:
+        """Poll /healthz until every specialist answers, printing who is still starting; fail on timeout."""
+        start, last = time.monotonic(), None
+        while time.monotonic() - start < self.ready_timeout_s:
+            status, body = health(self.base_url)
+            if status == 200:
+                print(f"ready after {time.monotonic() - start:.0f} s: {', '.join(body['specialists'])}", flush=True)
+                return
+            summary = json.dumps(body.get("specialists", body)) if body else "router not up yet"
+            if summary != last:
+                print(f"[{time.monotonic() - start:4.0f} s] waiting: {summary}", flush=True)
+                last = summary
+            time.sleep(3)
+        raise ClusterError(f"not ready after {self.ready_timeout_s:.0f} s; see `serve status` and /tmp/ray/session_latest/logs/serve/")
+
+    def stop(self) -> None:
+        if not self._started_ray:
+            return
+        workers = _ray_descendants()
+        try:  # graceful first, bounded: engines that are stuck must not keep the machine busy
+            subprocess.run(
+                [_bin("serve"), "shutdown", "-y", "--address", f"http://{HOST}:{DASHBOARD_PORT}"], capture_output=True, timeout=SHUTDOWN_GRACE_S
+            )
+        except subprocess.TimeoutExpired:
+            print(f"serve shutdown took over {SHUTDOWN_GRACE_S} s; forcing", flush=True)
+        subprocess.run([_bin("ray"), "stop", "--force"], capture_output=True, timeout=120)
+        _kill_survivors(workers)
+        self._started_ray = False
+
+
+def health(base_url: str) -> tuple[int, dict]:
+    """(status, body) of GET /healthz; (0, {}) while nothing listens yet."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/healthz", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read())
+        except ValueError:
+            return e.code, {}
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, {}
+
+
+def _ray_descendants() -> list[psutil.Process]:
+    """Every process under this machine's raylet, vLLM's EngineCore children included."""
+    raylets = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "raylet"]
+    return [child for raylet in raylets for child in _children(raylet)]
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _kill_survivors(processes: list[psutil.Process]) -> None:
+    """`ray stop` kills the replicas but orphans their EngineCore processes, which then spin: kill them by PID."""
+    alive = [p for p in processes if p.is_running()]
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
+def _ray_running() -> bool:
+    return subprocess.run([_bin("ray"), "status", f"--address={HOST}:6379"], capture_output=True, timeout=60).returncode == 0
+
+
+def _bin(name: str) -> str:
+    """The `ray`/`serve` CLI of this interpreter's environment, whatever PATH says."""
+    return str(Path(sys.executable).parent / name)
+
+
+def _run(cmd: list[str]) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise ClusterError(f"`{' '.join(cmd)}` failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+
+def _print_usage(cluster: LocalCluster) -> None:
+    example = cluster.profile.specialists[0].name
+    print(
+        f"""
+Serving profile '{cluster.profile_name}' on {cluster.base_url}/v1  (models: auto, {', '.join(cluster.profile.names)})
+  curl {cluster.base_url}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Write a Python function that reverses a string."}}]}}' -i
+  pin a specialist with "model": "{example}"; routing decision in the x-route-decision header.
+Ctrl-C stops the cluster.""",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cluster.local", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="local")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--ready-timeout", type=float, default=900, help="seconds to wait for every specialist")
+    ns = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the cleanup in `with` on `kill` too
+    try:
+        with LocalCluster(ns.profile, port=ns.port, ready_timeout_s=ns.ready_timeout) as cluster:
+            _print_usage(cluster)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    except ClusterError as e:
+        sys.exit(f"error: {e}")
+    finally:
+        print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()

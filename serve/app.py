@@ -1,0 +1,41 @@
+"""Build the Serve application for one profile: an LLMServer deployment per specialist behind the router ingress.
+
+`serve run serve.app:build_app profile=tiny` and the config files from `python -m serve.config` both land here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+from ray.serve import Application
+from ray.serve.llm import build_llm_deployment
+
+from router.catalog import DEFAULT_CATALOG, default_cache_dir, load_profile
+from serve.ingress import RouterIngress
+from serve.llm_configs import llm_config
+
+
+class AppArgs(BaseModel):
+    """Arguments of the app builder (the `args:` of a Serve config, or `key=value` after `serve run`)."""
+
+    profile: str = "local"
+    catalog: str | None = None
+    cache_dir: str | None = None
+    checkpoint: str | None = None
+
+
+def build_app(args: dict | AppArgs | None = None) -> Application:
+    args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
+    profile = load_profile(args.profile, args.catalog or DEFAULT_CATALOG)
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    specialists = {
+        spec.name: build_llm_deployment(llm_config(spec, profile, cache)) for spec in profile.specialists
+    }
+    ingress = RouterIngress.options(
+        name="router",
+        num_replicas=profile.ingress.num_replicas,
+        max_ongoing_requests=profile.ingress.max_ongoing_requests,
+        ray_actor_options={"num_cpus": profile.ingress.num_cpus},
+    )
+    return ingress.bind(profile.model_dump(mode="json"), specialists, args.checkpoint)

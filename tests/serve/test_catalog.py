@@ -1,0 +1,73 @@
+"""models.yaml: every profile validates, every engine kwarg is a real vLLM EngineArgs field, errors say what to fix."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from router.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
+from serve.llm_configs import engine_arg_names, engine_kwargs, llm_config, logical_cpus_needed
+
+
+def test_gpu_profile_builds_an_llm_config_per_specialist_with_valid_engine_args(tmp_path: Path):
+    profile = load_catalog().profile("gpu")
+    assert {r for s in profile.specialists for r in s.roles} == {"coder", "math", "biomedical", "general"}
+    for spec in profile.specialists:
+        config = llm_config(spec, profile, tmp_path)
+        assert config.model_id == spec.name
+        assert config.accelerator_type == profile.accelerator
+        assert set(config.engine_kwargs) <= engine_arg_names()
+        assert config.engine_kwargs["max_model_len"] == spec.context_window
+        assert config.deployment_config["autoscaling_config"]["max_replicas"] == spec.deployment.autoscaling.max_replicas
+
+
+@pytest.mark.parametrize("profile_name", ["local", "tiny"])
+def test_cpu_profiles_use_the_cpu_accelerator_and_zero_cpu_replica_actors(profile_name: str):
+    profile = load_catalog().profile(profile_name)
+    assert profile.accelerator == "cpu"
+    for spec in profile.specialists:
+        kwargs = engine_kwargs(spec)
+        assert set(kwargs) <= engine_arg_names()
+        assert kwargs.get("quantization") != "fp8", "fp8 does not run on vLLM-CPU; keep it in the gpu profile"
+    assert logical_cpus_needed(profile) >= len(profile.specialists)
+
+
+def _catalog_with(tmp_path: Path, edit) -> Path:
+    raw = yaml.safe_load(DEFAULT_CATALOG.read_text())
+    edit(raw)
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_misspelt_engine_kwarg_fails_with_a_suggestion(tmp_path: Path):
+    path = _catalog_with(tmp_path, lambda raw: raw["profiles"]["gpu"]["specialists"][0]["engine"].update(max_num_seq=8))
+    profile = load_catalog(path).profile("gpu")
+    with pytest.raises(CatalogError, match=r"'max_num_seq' \(did you mean 'max_num_seqs'\?\)"):
+        engine_kwargs(profile.specialists[0])
+
+
+def test_a_profile_missing_a_role_is_rejected_naming_the_role(tmp_path: Path):
+    def drop_bio(raw):
+        for s in raw["profiles"]["tiny"]["specialists"]:
+            s["roles"] = [r for r in s["roles"] if r != "biomedical"]
+
+    with pytest.raises(CatalogError, match=r"profiles\.tiny\.specialists.*biomedical"):
+        load_catalog(_catalog_with(tmp_path, drop_bio))
+
+
+def test_schema_errors_point_at_the_field(tmp_path: Path):
+    path = _catalog_with(tmp_path, lambda raw: raw["profiles"]["local"]["specialists"][0]["cost"].update(input_per_1k=-1))
+    with pytest.raises(CatalogError, match=r"profiles\.local\.specialists\.0\.cost\.input_per_1k"):
+        load_catalog(path)
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(CatalogError, match=r"unknown profile 'nope'.*'gpu', 'local', 'tiny'"):
+        load_catalog().profile("nope")
+
+
+def test_unprepared_local_weights_say_how_to_prepare(tmp_path: Path):
+    profile = load_catalog().profile("local")
+    with pytest.raises(CatalogError, match="python -m cluster.prepare"):
+        llm_config(profile.specialists[0], profile, tmp_path)
