@@ -143,6 +143,8 @@ class RouterIngress:
                 stack.close()
                 trace.setdefault("failed", []).append({"model": name, "status": e.status, "error": e.message})
                 error = e
+                if e.code == "unavailable":
+                    self.load.mark_failed(name)
                 if trace["mode"] == AUTO and (e.status in (502, 503) or is_context_overflow(e)):
                     continue
                 break
@@ -170,7 +172,9 @@ class RouterIngress:
         except ValueError as e:
             raise bad_request(str(e), param=ROUTER_FIELD) from None
         decision = await self.router.adecide(routing_text(method, body), weights, self.load.snapshot())
-        return decision.ranked, {"mode": AUTO, **decision.trace}
+        down = [name for name in decision.ranked if self.load.is_down(name)]
+        ranked = sorted(decision.ranked, key=self.load.is_down)  # recently failed specialists go last, not away
+        return ranked, {"mode": AUTO, **decision.trace, **({"down": down} if down else {})}
 
     def _deadline(self, request: Request) -> float:
         """The client's deadline (`X-Request-Timeout` seconds), capped by the profile's request timeout."""

