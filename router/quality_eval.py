@@ -1,0 +1,112 @@
+"""Quality routing on per-model outcomes (RouteLLM layout): train a fresh quality head on some files, route
+the test files between a strong and a weak model by predicted gain, and report the cost-quality curve.
+
+Metrics (as in ../shared/data/routellm/README.md): PGR(share) = (router accuracy - weak) / (strong - weak)
+when `share` of the test prompts go to the strong model (the ones with the largest predicted gain
+P(strong right) - P(weak right)); APGR = mean PGR over shares 0, 1, ..., 100 %; CPT(x) = the smallest share
+reaching PGR >= x. The random router's expected PGR equals the share, hence APGR 0.5 and CPT(x) = x.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from router.data import read_outcome_csv
+from router.encoder import MiniLMEncoder
+from router.train import FitConfig, fit_head
+
+SHARES = [i / 100 for i in range(101)]
+
+
+def match_column(columns: list[str], needle: str, path: Path) -> str:
+    hits = [c for c in columns if needle.lower() in c.lower()]
+    if len(hits) != 1:
+        raise ValueError(f"{path}: {needle!r} matches {hits or 'no'} column(s) of {columns}; give a unique substring")
+    return hits[0]
+
+
+def read_pairs(files: list[Path], strong: str, weak: str, exclude: set[str]) -> tuple[list[str], torch.Tensor]:
+    """Prompts and a (n, 2) [weak, strong] correctness matrix from outcome CSVs, minus excluded prompts."""
+    prompts, outcomes = [], []
+    for path in files:
+        file_prompts, columns = read_outcome_csv(path)
+        s, w = match_column(list(columns), strong, path), match_column(list(columns), weak, path)
+        for i, prompt in enumerate(file_prompts):
+            if prompt not in exclude:
+                prompts.append(prompt)
+                outcomes.append([float(columns[w][i]), float(columns[s][i])])
+    return prompts, torch.tensor(outcomes)
+
+
+def read_excluded(files: list[Path]) -> set[str]:
+    """Evaluation prompts listed in RouteLLM contamination files (JSONL with `eval_prompt`)."""
+    excluded = set()
+    for path in files:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                excluded.add(json.loads(line)["eval_prompt"])
+    return excluded
+
+
+def curve(score: torch.Tensor, outcomes: torch.Tensor) -> list[float]:
+    """Accuracy at each share of strong calls, the highest-scoring prompts going to the strong model."""
+    order = score.argsort(descending=True)
+    weak, strong = outcomes[order, 0], outcomes[order, 1]
+    n = len(score)
+    gain_prefix = torch.cat([torch.zeros(1), (strong - weak).cumsum(0)])
+    return [float((weak.sum() + gain_prefix[round(share * n)]) / n) for share in SHARES]
+
+
+def summarise(accuracies: list[float], weak_acc: float, strong_acc: float) -> dict:
+    pgr = [(a - weak_acc) / (strong_acc - weak_acc) for a in accuracies]
+    cpt = {x: next((s for s, p in zip(SHARES, pgr) if p >= x), 1.0) for x in (0.5, 0.8)}
+    return {"apgr": round(sum(pgr) / len(pgr), 4), "cpt50": cpt[0.5], "cpt80": cpt[0.8], "pgr": [round(p, 4) for p in pgr]}
+
+
+def quality_eval(train_files: list[Path], test_files: list[Path], strong: str, weak: str,
+                 exclude_files: list[Path] = (), config: FitConfig = FitConfig(epochs=5)) -> dict:
+    exclude = read_excluded(list(exclude_files))
+    train_prompts, train_outcomes = read_pairs(train_files, strong, weak, set())
+    test_prompts, test_outcomes = read_pairs(test_files, strong, weak, exclude)
+    encoder = MiniLMEncoder()
+    encoder.fit_idf(train_prompts)
+    head = fit_head(encoder.encode(train_prompts), torch.full((len(train_prompts),), -1), train_outcomes, config)
+    with torch.inference_mode():
+        predicted = head(encoder.encode(test_prompts))[1].sigmoid()
+    weak_acc, strong_acc = test_outcomes[:, 0].mean().item(), test_outcomes[:, 1].mean().item()
+    router = summarise(curve(predicted[:, 1] - predicted[:, 0], test_outcomes), weak_acc, strong_acc)
+    random_acc = [weak_acc + s * (strong_acc - weak_acc) for s in SHARES]
+    return {
+        "n": len(test_prompts), "n_train": len(train_prompts), "weak_acc": round(weak_acc, 4),
+        "strong_acc": round(strong_acc, 4), **{k: router[k] for k in ("apgr", "cpt50", "cpt80")},
+        "random": {k: v for k, v in summarise(random_acc, weak_acc, strong_acc).items() if k != "pgr"},
+        "curve": {"strong_share": SHARES, "router_pgr": router["pgr"]},
+        "train_files": [Path(f).name for f in train_files], "test_files": [Path(f).name for f in test_files],
+        "excluded_contaminated": len(exclude), "strong": strong, "weak": weak, "seed": config.seed,
+    }
+
+
+def plot(report: dict, path: Path, title: str) -> None:
+    """Accuracy vs share of strong-model calls: the router, random, and the two single models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shares = report["curve"]["strong_share"]
+    weak, strong = report["weak_acc"], report["strong_acc"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(shares, [weak + p * (strong - weak) for p in report["curve"]["router_pgr"]], label=f"router (APGR {report['apgr']:.2f})")
+    ax.plot([0, 1], [weak, strong], "--", label="random (APGR 0.50)")
+    ax.scatter([0, 1], [weak, strong], color="black", zorder=3, label="single models")
+    ax.set_xlabel("share of calls to the strong model (cost)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,113 @@
+"""The router's public face for serve/: `Router.from_profile(profile).decide(prompt, weights, load)`.
+
+`prompt` is the text the ingress extracts (serve/requests.py `routing_text`: the last user message of a chat,
+or the completion prompt); the encoder reads its first 256 WordPiece tokens.
+Quality per specialist: the checkpoint's per-model head when it knows that specialist's name, otherwise the
+role prior P(prompt belongs to one of the specialist's roles) = the sum of the role probabilities of its roles
+(capped at 1), which works for any profile. Without a usable checkpoint the role probabilities come from the
+keyword baseline (router/keywords.py) and every trace says so in `scorer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from router.catalog import ROLES, Profile
+from router.keywords import keyword_role_probs
+from router.policy import Decision, Load, Weights, rank
+from router.scorer import DEFAULT_CHECKPOINT, Scorer
+
+__all__ = ["Decision", "Load", "Router", "Weights"]
+log = logging.getLogger(__name__)
+MAX_BATCH = 64
+
+Prediction = tuple[torch.Tensor, torch.Tensor]  # role probabilities (roles,), per-model quality (models,)
+
+
+class MicroBatcher:
+    """Coalesces concurrent `submit` calls into one `predict` call: while a batch runs (in a worker thread),
+    new prompts queue up and go together in the next one, so an idle router adds no waiting."""
+
+    def __init__(self, predict: Callable[[list[str]], Prediction], max_batch: int = MAX_BATCH) -> None:
+        self.predict = predict
+        self.max_batch = max_batch
+        self.pending: list[tuple[str, asyncio.Future]] = []
+        self.draining = False
+
+    async def submit(self, text: str) -> Prediction:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((text, future))
+        if not self.draining:
+            self.draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let callers that arrived in the same loop tick join the first batch
+            while self.pending:
+                batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
+                try:
+                    roles, models = await asyncio.to_thread(self.predict, [text for text, _ in batch])
+                except Exception as error:  # every waiter gets the scorer's error rather than hanging
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for i, (_, future) in enumerate(batch):
+                    if not future.done():
+                        future.set_result((roles[i], models[i]))
+        finally:
+            self.draining = False
+
+
+class Router:
+    """Scores a prompt for every specialist of a profile and ranks them with the `auto` policy."""
+
+    def __init__(self, profile: Profile, scorer: Scorer | None, fallback_reason: str = "") -> None:
+        self.profile = profile
+        self.scorer = scorer
+        self.scorer_name = scorer.name if scorer else f"keyword-fallback ({fallback_reason})"
+        self.batcher = MicroBatcher(self.predict)
+
+    @classmethod
+    def from_profile(cls, profile: Profile, checkpoint: str | Path | None = None) -> Router:
+        path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+        try:
+            return cls(profile, Scorer.load(path))
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            log.warning("router: no usable checkpoint at %s (%s); using the keyword baseline", path, error)
+            return cls(profile, None, f"no usable checkpoint at {path}: {error}")
+
+    def predict(self, texts: list[str]) -> Prediction:
+        if self.scorer is None:
+            return keyword_role_probs(texts), torch.zeros(len(texts), 0)
+        return self.scorer.predict(texts)
+
+    def specialist_quality(self, roles: torch.Tensor, models: torch.Tensor) -> dict[str, float]:
+        known = self.scorer.model_names if self.scorer else []
+        quality = {}
+        for s in self.profile.specialists:
+            if s.name in known:
+                quality[s.name] = float(models[known.index(s.name)])
+            else:
+                quality[s.name] = min(1.0, sum(float(roles[ROLES.index(r)]) for r in s.roles))
+        return quality
+
+    def _decision(self, prediction: Prediction, weights: Weights | None, load: Mapping[str, Load] | None) -> Decision:
+        roles, models = prediction
+        extra = {"scorer": self.scorer_name, "roles": {r: round(float(p), 4) for r, p in zip(ROLES, roles)}}
+        weights = weights or Weights.from_request(None, self.profile.router)
+        return rank(self.profile, self.specialist_quality(roles, models), weights, load, extra)
+
+    def decide(self, prompt: str, weights: Weights | None = None, load: Mapping[str, Load] | None = None) -> Decision:
+        roles, models = self.predict([prompt])
+        return self._decision((roles[0], models[0]), weights, load)
+
+    async def adecide(self, prompt: str, weights: Weights | None = None, load: Mapping[str, Load] | None = None) -> Decision:
+        return self._decision(await self.batcher.submit(prompt), weights, load)

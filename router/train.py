@@ -1,0 +1,112 @@
+"""Training: role labels as the prior and graded per-model outcomes (a prompt x model quality matrix) when
+given, on one shared head; deterministic for a seed, a few seconds to minutes on 2 cores."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from router.catalog import ROLES
+from router.data import DOMAIN_ROLE, load, read_outcome_csv
+from router.encoder import MiniLMEncoder
+from router.scorer import DEFAULT_CHECKPOINT, QualityHead, Scorer
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    hidden: int = 256
+    epochs: int = 10
+    batch_size: int = 512
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    seed: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit_head(
+    features: torch.Tensor,
+    roles: torch.Tensor,
+    outcomes: torch.Tensor | None = None,
+    config: FitConfig = FitConfig(),
+    progress: bool = False,
+) -> QualityHead:
+    """Fit a head: class-balanced cross-entropy on rows with a role (>= 0) + BCE on observed (non-NaN) outcomes."""
+    seed_everything(config.seed)
+    n = features.shape[0]
+    outcomes = outcomes if outcomes is not None else torch.full((n, 0), math.nan)
+    head = QualityHead(features.shape[1], config.hidden, outcomes.shape[1])
+    has_role = roles >= 0
+    counts = torch.bincount(roles[has_role], minlength=len(ROLES)).float()
+    class_weight = counts.sum() / (len(ROLES) * counts.clamp(min=1))
+    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = tqdm(range(config.epochs), desc="train", disable=not progress)
+    head.train()
+    for _ in steps:
+        for idx in torch.randperm(n).split(config.batch_size):
+            role_logits, model_logits = head(features[idx])
+            loss = torch.zeros(())
+            mask = has_role[idx]
+            if mask.any():
+                loss = loss + torch.nn.functional.cross_entropy(role_logits[mask], roles[idx][mask], weight=class_weight)
+            observed = ~outcomes[idx].isnan()
+            if observed.any():
+                loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(
+                    model_logits[observed], outcomes[idx][observed]
+                )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        steps.set_postfix(loss=f"{loss.item():.3f}")
+    head.eval()
+    return head
+
+
+def role_targets(domains: list[str]) -> torch.Tensor:
+    return torch.tensor([ROLES.index(DOMAIN_ROLE[d]) for d in domains], dtype=torch.long)
+
+
+def outcome_matrix(prompts: list[str], files: list[Path]) -> tuple[list[str], list[str], torch.Tensor]:
+    """Merge outcome CSVs into extra training rows: (their prompts, model names, (rows, models) with NaN = unknown)."""
+    by_prompt: dict[str, dict[str, float]] = {}
+    names: list[str] = []
+    for path in files:
+        file_prompts, columns = read_outcome_csv(path)
+        for name, values in columns.items():
+            names += [name] if name not in names else []
+            for prompt, ok in zip(file_prompts, values):
+                by_prompt.setdefault(prompt, {})[name] = float(ok)
+    rows = list(by_prompt)
+    matrix = torch.full((len(rows), len(names)), math.nan)
+    for i, prompt in enumerate(rows):
+        for name, value in by_prompt[prompt].items():
+            matrix[i, names.index(name)] = value
+    return rows, names, matrix
+
+
+def train(out: Path = DEFAULT_CHECKPOINT, outcome_files: list[Path] = (), config: FitConfig = FitConfig(),
+          limit: int | None = None, version: str = "scorer-v1") -> Path:
+    """The `train` command: role data from the packages (+ outcome CSVs) -> a versioned checkpoint."""
+    items = load()
+    if limit:
+        items = random.Random(config.seed).sample(items, min(limit, len(items)))
+    encoder = MiniLMEncoder()
+    outcome_prompts, model_names, matrix = outcome_matrix([i["prompt"] for i in items], list(outcome_files))
+    texts = [i["prompt"] for i in items] + outcome_prompts
+    encoder.fit_idf(texts)
+    features = encoder.encode(texts)
+    roles = torch.cat([role_targets([i["domain"] for i in items]), torch.full((len(outcome_prompts),), -1)])
+    outcomes = torch.cat([torch.full((len(items), len(model_names)), math.nan), matrix])
+    head = fit_head(features, roles, outcomes, config, progress=True)
+    info = {"seed": config.seed, "epochs": config.epochs, "hidden": config.hidden, "role_items": len(items),
+            "outcome_items": len(outcome_prompts), "outcome_files": [Path(f).name for f in outcome_files],
+            "domain_counts": {d: sum(i["domain"] == d for i in items) for d in DOMAIN_ROLE}}
+    return Scorer(encoder, head, model_names, {"version": version}).save(out, info)

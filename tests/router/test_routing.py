@@ -1,0 +1,62 @@
+"""The Router as serve/ uses it: any profile, traces, micro-batching, and the documented fallback."""
+
+import asyncio
+import json
+
+import pytest
+
+from router.policy import Load, Weights
+from router.routing import MicroBatcher, Router
+
+
+@pytest.fixture(scope="module")
+def router(local_profile):
+    return Router.from_profile(local_profile)  # the committed default checkpoint
+
+
+def test_default_checkpoint_routes_by_role(router):
+    assert router.scorer is not None, router.scorer_name
+    assert router.decide("Write a Python function that merges two sorted lists.").winner == "qwen-coder-1.5b"
+    assert router.decide("What is the capital of France?").winner == "smollm2-135m"
+
+
+def test_trace_is_json_and_explains_the_choice(router):
+    decision = router.decide("Solve 12x - 7 = 29 for x.", Weights(), {"qwen-coder-1.5b": Load(in_flight=2)})
+    trace = json.loads(json.dumps(decision.trace))
+    assert trace["winner"] == decision.winner == decision.ranked[0]
+    assert trace["scorer"].startswith("mlp:scorer-v1")
+    assert set(trace["specialists"]) == set(router.profile.names)
+    assert trace["specialists"]["qwen-coder-1.5b"]["load"]["in_flight"] == 2
+    assert {"quality", "cost", "expected_latency_s", "utility"} <= set(trace["specialists"]["smollm2-135m"])
+
+
+def test_any_profile_works_through_roles(tiny_profile):
+    decision = Router.from_profile(tiny_profile).decide("Implement quicksort in C++.")
+    assert decision.winner == "tiny-coder" and sorted(decision.ranked) == sorted(tiny_profile.names)
+
+
+def test_missing_checkpoint_falls_back_to_keywords_and_says_so(tiny_profile, tmp_path):
+    router = Router.from_profile(tiny_profile, tmp_path / "absent.pt")
+    decision = router.decide("Fix the bug in this Python function")
+    assert decision.trace["scorer"].startswith("keyword-fallback") and decision.winner == "tiny-coder"
+
+
+def test_concurrent_calls_share_one_forward_pass(router):
+    calls = []
+
+    def predict(texts):
+        calls.append(len(texts))
+        return router.predict(texts)
+
+    batcher = MicroBatcher(predict)
+
+    async def many():
+        return await asyncio.gather(*(batcher.submit(f"question {i}") for i in range(20)))
+
+    results = asyncio.run(many())
+    assert len(results) == 20 and calls == [20]
+
+
+def test_adecide_matches_decide(router):
+    prompt = "Which nerve innervates the diaphragm?"
+    assert asyncio.run(router.adecide(prompt)).ranked == router.decide(prompt).ranked
