@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+
+from cluster.bare_engine import BareEngine
 
 from router.catalog import default_cache_dir, load_profile
 
@@ -128,33 +129,21 @@ async def bench_direct(model: str, args: argparse.Namespace) -> Result:
 
 async def bench_bare(model: str, args: argparse.Namespace) -> Result:
     """Runs inside the subprocess: the same weights and engine kwargs, no Ray, no HTTP."""
-    from transformers import AutoTokenizer
-    from vllm import SamplingParams
-    from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.v1.engine.async_llm import AsyncLLM
-
     from serve.llm_configs import engine_kwargs
 
     profile = load_profile(args.profile)
     spec = profile.specialist(model)
-    os.environ.update(profile.engine_env)
-    path = spec.model_source(default_cache_dir())
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=path, **engine_kwargs(spec)))
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=0, ignore_eos=True)
-    counter = iter(range(10**9))
+    bare = BareEngine(spec.model_source(default_cache_dir()), engine_kwargs(spec), dict(profile.engine_env))
 
     async def call(prompt: str) -> tuple[int, str]:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        async for output in engine.generate(text, params, request_id=f"bench-{next(counter)}"):
-            final = output
-        return len(final.outputs[0].token_ids), model
+        ids, _, _ = await bare.generate(prompt, args.max_tokens, ignore_eos=True)
+        return len(ids), model
 
     try:
         await call(PROMPTS[0])
         return summarise("bare", *await run_closed_loop(call, args.requests, args.concurrency))
     finally:
-        engine.shutdown()
+        bare.shutdown()
 
 
 def bare_in_subprocess(args: argparse.Namespace) -> Result:
