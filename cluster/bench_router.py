@@ -114,6 +114,9 @@ async def bench_direct(model: str, args: argparse.Namespace) -> Result:
     from ray import serve
     from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
+    from cluster.local import pin_ray_auth_mode
+
+    pin_ray_auth_mode()
     ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
     handle = serve.get_deployment_handle(f"LLMServer:{model}", app_name="specialists")
 

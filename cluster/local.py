@@ -49,6 +49,7 @@ class LocalCluster:
         self.cache_dir = (cache_dir or default_cache_dir()).resolve()
         self.base_url = f"http://{HOST}:{port}"
         self._started_ray = False
+        pin_ray_auth_mode()
 
     def __enter__(self) -> LocalCluster:
         try:
@@ -108,6 +109,16 @@ class LocalCluster:
         subprocess.run([_bin("ray"), "stop", "--force"], capture_output=True, timeout=120)
         _kill_survivors(workers)
         self._started_ray = False
+
+
+def pin_ray_auth_mode() -> None:
+    """One auth mode for every ray/serve process we start or connect from.
+
+    Ray 2.60 turns token auth on for a new head once any `ray.init` has left ~/.ray/auth_token behind, while
+    the `serve` CLI then sends no token ("Missing authentication token"). The local cluster's dashboard and
+    HTTP listen on 127.0.0.1; export RAY_AUTH_MODE=token (and a token) to opt in instead.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def health(base_url: str) -> tuple[int, dict]:

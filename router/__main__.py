@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from router.train import FitConfig
 
 THREADS = 2  # the machine's cores; the scorer is measured as the router runs it
+COST_SAMPLE = 2048  # prompts (a fixed random sample of the dataset) timed for the scoring cost
 
 
 def _emit(report: dict, args: argparse.Namespace) -> None:
@@ -57,7 +59,8 @@ def _scoring_cost_of_checkpoint(checkpoint: Path, items: list[dict]) -> dict:
     from router.scorer import Scorer
 
     scorer = Scorer.load(checkpoint)
-    return {**scoring_cost(scorer, [i["prompt"] for i in items]), "scorer": scorer.name}
+    sample = random.Random(0).sample([i["prompt"] for i in items], min(COST_SAMPLE, len(items)))
+    return {**scoring_cost(scorer, sample), "cost_sample": len(sample), "scorer": scorer.name}
 
 
 def cmd_quality_eval(args: argparse.Namespace) -> dict:

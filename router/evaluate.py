@@ -70,20 +70,18 @@ def source_fold(source: str, folds: int) -> int:
 
 def leave_sources_out(items: list[dict], folds: int = 10, config: FitConfig = FitConfig()) -> dict:
     """Every source (MMLU subject, benchmark) lands in one of `folds` groups; each group is predicted by a head
-    (and baselines) trained on the other groups only, IDF included."""
+    (and baselines) trained on the other groups only; the encoder is frozen, so its embeddings are computed once."""
     texts = [i["prompt"] for i in items]
     domains = [i["domain"] for i in items]
     roles = role_targets(domains)
     fold_of = torch.tensor([source_fold(i["source"], folds) for i in items])
-    encoder = MiniLMEncoder()
+    features = MiniLMEncoder().encode_cached(texts)
     predictions = {name: torch.zeros(len(items), len(ROLES)) for name in ("router", "random", "majority", "keyword", "knn")}
     for fold in range(folds):
         test = fold_of == fold
         if not test.any():
             continue
         train_idx, test_idx = (~test).nonzero().flatten(), test.nonzero().flatten()
-        encoder.fit_idf([texts[i] for i in train_idx])
-        features = encoder.encode(texts)
         head = fit_head(features[train_idx], roles[train_idx], config=config)
         with torch.inference_mode():
             predictions["router"][test_idx] = head(features[test_idx])[0].softmax(-1)
@@ -131,7 +129,7 @@ def evaluate_file(rows: list[dict], scorer: Scorer, reference: list[dict]) -> di
     role_probs, _ = scorer.predict(texts)
     report = hit_rates(role_probs, domains)
     report.update(scoring_cost(scorer, texts))
-    ref_x = scorer.encoder.encode([r["prompt"] for r in reference])
+    ref_x = scorer.encoder.encode_cached([r["prompt"] for r in reference])
     ref_roles = role_targets([r["domain"] for r in reference])
     for name, probs in baselines(ref_x, ref_roles, scorer.encoder.encode(texts), texts).items():
         report[name] = {k: v for k, v in hit_rates(probs, domains).items() if k in ("top1", "top3", "per_domain")}

@@ -72,10 +72,9 @@ def quality_eval(train_files: list[Path], test_files: list[Path], strong: str, w
     train_prompts, train_outcomes = read_pairs(train_files, strong, weak, set())
     test_prompts, test_outcomes = read_pairs(test_files, strong, weak, exclude)
     encoder = MiniLMEncoder()
-    encoder.fit_idf(train_prompts)
-    head = fit_head(encoder.encode(train_prompts), torch.full((len(train_prompts),), -1), train_outcomes, config)
+    head = fit_head(encoder.encode_cached(train_prompts), torch.full((len(train_prompts),), -1), train_outcomes, config)
     with torch.inference_mode():
-        predicted = head(encoder.encode(test_prompts))[1].sigmoid()
+        predicted = head(encoder.encode_cached(test_prompts))[1].sigmoid()
     weak_acc, strong_acc = test_outcomes[:, 0].mean().item(), test_outcomes[:, 1].mean().item()
     router = summarise(curve(predicted[:, 1] - predicted[:, 0], test_outcomes), weak_acc, strong_acc)
     random_acc = [weak_acc + s * (strong_acc - weak_acc) for s in SHARES]

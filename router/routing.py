@@ -1,7 +1,7 @@
 """The router's public face for serve/: `Router.from_profile(profile).decide(prompt, weights, load)`.
 
 `prompt` is the text the ingress extracts (serve/requests.py `routing_text`: the last user message of a chat,
-or the completion prompt); the encoder reads its first 256 WordPiece tokens.
+or the completion prompt); the encoder reads its first 128 WordPiece tokens.
 Quality per specialist: the checkpoint's per-model head when it knows that specialist's name, otherwise the
 role prior P(prompt belongs to one of the specialist's roles) = the sum of the role probabilities of its roles
 (capped at 1), which works for any profile. Without a usable checkpoint the role probabilities come from the

@@ -25,6 +25,7 @@ class FitConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-2
     seed: int = 0
+    class_weight: float = 0.0  # role-loss weights = (inverse class frequency) ** this; 0 = unweighted (LOSO: 0 beats 1)
 
 
 def seed_everything(seed: int) -> None:
@@ -39,14 +40,23 @@ def fit_head(
     config: FitConfig = FitConfig(),
     progress: bool = False,
 ) -> QualityHead:
-    """Fit a head: class-balanced cross-entropy on rows with a role (>= 0) + BCE on observed (non-NaN) outcomes."""
+    """Fit a head: (optionally) class-weighted cross-entropy on rows with a role (>= 0) + BCE on observed (non-NaN) outcomes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny MLP: one thread is ~30x faster than two when other jobs share the cores
+    try:
+        return _fit_head(features, roles, outcomes, config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_head(features, roles, outcomes, config, progress) -> QualityHead:
     seed_everything(config.seed)
     n = features.shape[0]
     outcomes = outcomes if outcomes is not None else torch.full((n, 0), math.nan)
     head = QualityHead(features.shape[1], config.hidden, outcomes.shape[1])
     has_role = roles >= 0
     counts = torch.bincount(roles[has_role], minlength=len(ROLES)).float()
-    class_weight = counts.sum() / (len(ROLES) * counts.clamp(min=1))
+    class_weight = (counts.sum() / (len(ROLES) * counts.clamp(min=1))) ** config.class_weight
     optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = tqdm(range(config.epochs), desc="train", disable=not progress)
     head.train()
@@ -101,8 +111,7 @@ def train(out: Path = DEFAULT_CHECKPOINT, outcome_files: list[Path] = (), config
     encoder = MiniLMEncoder()
     outcome_prompts, model_names, matrix = outcome_matrix([i["prompt"] for i in items], list(outcome_files))
     texts = [i["prompt"] for i in items] + outcome_prompts
-    encoder.fit_idf(texts)
-    features = encoder.encode(texts)
+    features = encoder.encode_cached(texts)
     roles = torch.cat([role_targets([i["domain"] for i in items]), torch.full((len(outcome_prompts),), -1)])
     outcomes = torch.cat([torch.full((len(items), len(model_names)), math.nan), matrix])
     head = fit_head(features, roles, outcomes, config, progress=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,10 +46,11 @@ async def call_specialist(
     handle: DeploymentHandle, method: str, body: Any, *, model: str, deadline_s: float, retries: int = 1
 ) -> Upstream:
     """Start `method` (chat/completions) on the specialist; raise APIError for anything but a good first chunk."""
+    give_up_at = time.monotonic() + deadline_s  # one deadline for all attempts, not one each
     for attempt in range(retries + 1):
         gen = handle.options(stream=True).__getattr__(method).remote(body, None)
         try:
-            first = await asyncio.wait_for(gen.__anext__(), timeout=deadline_s)
+            first = await asyncio.wait_for(gen.__anext__(), timeout=max(0.0, give_up_at - time.monotonic()))
         except asyncio.TimeoutError:
             gen.cancel()
             raise upstream_timeout(model, deadline_s) from None
@@ -57,7 +59,7 @@ async def call_specialist(
         except StopAsyncIteration:
             raise unavailable(f"the model {model!r} returned no output") from None
         except Exception as e:  # a dead replica or engine (RayTaskError, ActorDiedError, EngineDeadError, …)
-            log.warning("specialist %s failed (attempt %d): %s", model, attempt + 1, _first_line(e))
+            log.warning("specialist %s failed (attempt %d): %s", model, attempt + 1, _summary(e))
             if attempt == retries:
                 raise unavailable(f"the model {model!r} has no healthy replica") from None
             continue
@@ -66,7 +68,8 @@ async def call_specialist(
     raise AssertionError("unreachable")
 
 
-def _first_line(error: Exception) -> str:
+def _summary(error: Exception) -> str:
+    """Type and last line: Ray wraps the replica's whole traceback into the message."""
     return f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
 
 

@@ -21,9 +21,7 @@ def test_training_on_a_small_sample_converges():
     items = [i for i in data.load() if i["source"] in ("gsm8k", "humaneval", "healthbench", "ifeval")][:800]
     from router.encoder import MiniLMEncoder
 
-    encoder = MiniLMEncoder()
-    encoder.fit_idf([i["prompt"] for i in items])
-    x, y = encoder.encode([i["prompt"] for i in items]), role_targets([i["domain"] for i in items])
+    x, y = MiniLMEncoder().encode_cached([i["prompt"] for i in items]), role_targets([i["domain"] for i in items])
     head = fit_head(x, y, config=FitConfig(epochs=15, hidden=64))
     with torch.inference_mode():
         accuracy = (head(x)[0].argmax(1) == y).float().mean().item()
@@ -46,7 +44,9 @@ def test_outcome_heads_are_trained_from_a_quality_matrix(tmp_path):
     assert Scorer.load(path).model_names == ["alpha", "beta"]
 
 
-def test_eval_prints_the_promised_fields(small_checkpoint, tmp_path, capsys):
+def test_eval_prints_the_promised_fields(small_checkpoint, tmp_path, capsys, monkeypatch):
+    reference = data.load()[::40]  # kNN/majority reference set: a sample keeps the test fast on a cold cache
+    monkeypatch.setattr(data, "load", lambda path=None: reference)
     rows = [{"prompt": "Implement a function that sorts a linked list in Python.", "domain": "code"},
             {"prompt": "Solve for x: 3x + 5 = 20.", "domain": "math"},
             {"prompt": "What are the symptoms of type 2 diabetes?", "domain": "biomedical"},
@@ -60,3 +60,14 @@ def test_eval_prints_the_promised_fields(small_checkpoint, tmp_path, capsys):
     for baseline in ("random", "majority", "keyword", "knn"):
         assert 0 <= report[baseline]["top1"] <= 1
     assert report["n"] == 4 and set(report["per_domain"]) == set(data.DOMAINS)
+
+
+def test_cached_embeddings_equal_fresh_ones():
+    from router.encoder import MiniLMEncoder
+
+    encoder = MiniLMEncoder()
+    texts = ["Write a Python function that reverses a list.", "What is 17 * 23?", ""]
+    fresh = encoder.encode(texts)
+    assert fresh.shape == (3, encoder.feature_dim) and fresh.norm(dim=1).allclose(torch.ones(3))
+    assert encoder.encode_cached(texts).allclose(fresh, atol=1e-5)
+    assert torch.equal(encoder.encode([texts[1]]), fresh[1:2])  # a prompt's vector does not depend on its batch
