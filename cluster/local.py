@@ -31,6 +31,7 @@ HOST = "127.0.0.1"
 DASHBOARD_PORT = 8265
 SHUTDOWN_GRACE_S = 30
 GCS_PORT = 6379
+METRICS_PORT = 8080  # Prometheus text of this node: Ray Serve and vLLM engine metrics (log_engine_metrics)
 
 
 class ClusterError(RuntimeError):
@@ -75,9 +76,10 @@ class LocalCluster:
         if _ray_running():
             raise ClusterError("a Ray cluster is already running on this machine: stop it with `ray stop` first")
         cpus = max(os.cpu_count() or 1, logical_cpus_needed(self.profile) + 1)
+        os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")  # Serve's load metrics fresh within ~1 s
         _run(
             [_bin("ray"), "start", "--head", f"--num-cpus={cpus}", "--include-dashboard=true", f"--dashboard-host={HOST}",
-             f"--dashboard-port={DASHBOARD_PORT}", f"--node-ip-address={HOST}", "--disable-usage-stats"]
+             f"--dashboard-port={DASHBOARD_PORT}", f"--metrics-export-port={METRICS_PORT}", f"--node-ip-address={HOST}", "--disable-usage-stats"]
         )
         self._started_ray = True
 

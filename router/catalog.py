@@ -96,6 +96,14 @@ class Autoscaling(_Strict):
     target_ongoing_requests: float = Field(default=4, gt=0)
     upscale_delay_s: float = Field(default=5, ge=0)
     downscale_delay_s: float = Field(default=30, ge=0)
+    look_back_period_s: float = Field(default=10, gt=0, description="window the load is averaged over (Ray's default: 30)")
+    metrics_interval_s: float = Field(default=2, gt=0, description="how often replicas report load (Ray's default: 10)")
+
+    @model_validator(mode="after")
+    def _fresh_enough(self) -> Autoscaling:
+        if self.look_back_period_s <= self.metrics_interval_s:
+            raise ValueError(f"look_back_period_s ({self.look_back_period_s}) must exceed metrics_interval_s ({self.metrics_interval_s})")
+        return self
 
     @model_validator(mode="after")
     def _ordered(self) -> Autoscaling:
@@ -152,6 +160,7 @@ class RouterDefaults(_Strict):
     quality: float = 1.0
     cost: float = 0.2
     latency: float = 0.1
+    latency_unit_s: float = Field(default=10.0, gt=0)  # expected latency that costs `latency` of predicted quality
 
 
 class Ingress(_Strict):
@@ -159,6 +168,11 @@ class Ingress(_Strict):
     num_cpus: float = Field(default=0, ge=0)
     max_ongoing_requests: int = Field(default=256, gt=0)
     request_timeout_s: float = Field(default=120, gt=0)
+    metrics_url: str | None = Field(
+        default=None,
+        description="Prometheus text with Ray Serve's metrics, polled every second for the live load: the node's "
+        "Ray metrics agent (single node) or a Prometheus /federate URL (a cluster); unset = router-side load only",
+    )
 
 
 class Profile(_Strict):

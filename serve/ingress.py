@@ -19,6 +19,7 @@ from router.catalog import Profile
 from router.routing import Router, Weights
 from serve.dispatch import Upstream, call_specialist, is_context_overflow
 from serve.errors import APIError, bad_request, model_not_found, unavailable
+from serve.cluster_metrics import ServeMetricsPoller
 from serve.load import LoadTracker
 from serve.requests import ROUTER_FIELD, for_specialist, read_body, routing_text, validate
 
@@ -80,7 +81,14 @@ class RouterIngress:
         self.profile = Profile.model_validate(profile)
         self.handles = specialists
         self.router = Router.from_profile(self.profile, checkpoint)
-        self.load = LoadTracker(self.profile.names)
+        url = self.profile.ingress.metrics_url
+        self.serve_metrics = ServeMetricsPoller(url, self.profile.names) if url else None
+        self.load = LoadTracker(self.profile, self.serve_metrics)
+
+    def _poll_serve_metrics(self) -> None:
+        """Start the once-a-second poll of Serve's metrics on the replica's event loop (idempotent)."""
+        if self.serve_metrics is not None:
+            self.serve_metrics.start()
 
     @api.post("/v1/chat/completions")
     async def chat(self, request: Request) -> Response:
@@ -112,6 +120,7 @@ class RouterIngress:
     @api.get("/healthz")
     async def healthz(self) -> Response:
         """Ready (200) only when every specialist answers its health check; otherwise 503 with who is not."""
+        self._poll_serve_metrics()
         states = dict(zip(self.handles, await asyncio.gather(*(self._health(n) for n in self.handles))))
         ready = all(state == "ready" for state in states.values())
         return JSONResponse({"status": "ready" if ready else "starting", "specialists": states}, status_code=200 if ready else 503)
@@ -126,6 +135,7 @@ class RouterIngress:
             return f"unhealthy: {type(e).__name__}"
 
     async def _serve(self, request: Request, method: str) -> Response:
+        self._poll_serve_metrics()
         body = await read_body(request)
         validate(method, body)
         deadline = self._deadline(request)
@@ -135,10 +145,12 @@ class RouterIngress:
             spec = self.profile.specialist(name)
             stack = ExitStack()
             stack.enter_context(self.load.track(name))
+            sent = time.monotonic()
             try:
                 upstream = await call_specialist(
                     self.handles[name], method, for_specialist(method, body, spec), model=name, deadline_s=deadline
                 )
+                self.load.first_token(name, time.monotonic() - sent)
             except APIError as e:
                 stack.close()
                 trace.setdefault("failed", []).append({"model": name, "status": e.status, "error": e.message})
@@ -173,7 +185,7 @@ class RouterIngress:
             raise bad_request(str(e), param=ROUTER_FIELD) from None
         decision = await self.router.adecide(routing_text(method, body), weights, self.load.snapshot())
         down = [name for name in decision.ranked if self.load.is_down(name)]
-        ranked = sorted(decision.ranked, key=self.load.is_down)  # recently failed specialists go last, not away
+        ranked = sorted(decision.ranked, key=down.__contains__)  # recently failed specialists go last, not away
         return ranked, {"mode": AUTO, **decision.trace, **({"down": down} if down else {})}
 
     def _deadline(self, request: Request) -> float:

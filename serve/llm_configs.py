@@ -11,6 +11,7 @@ from typing import Any
 from ray.serve.llm import LLMConfig
 
 from router.catalog import CatalogError, Profile, Specialist
+from serve.engine_start import PreparedWeightsCallback
 
 
 @cache
@@ -35,16 +36,7 @@ def engine_kwargs(spec: Specialist) -> dict[str, Any]:
 
 def deployment_config(spec: Specialist, profile: Profile) -> dict[str, Any]:
     """Ray Serve options of the specialist's LLMServer deployment."""
-    scaling = spec.deployment.autoscaling
-    autoscaling = {
-        "min_replicas": scaling.min_replicas,
-        "max_replicas": scaling.max_replicas,
-        "target_ongoing_requests": scaling.target_ongoing_requests,
-        "upscale_delay_s": scaling.upscale_delay_s,
-        "downscale_delay_s": scaling.downscale_delay_s,
-    }
-    if scaling.initial_replicas is not None:
-        autoscaling["initial_replicas"] = scaling.initial_replicas
+    autoscaling = spec.deployment.autoscaling.model_dump(exclude_none=True)  # field names are Ray Serve's
     options: dict[str, Any] = {
         "name": spec.name,
         "autoscaling_config": autoscaling,
@@ -70,6 +62,7 @@ def llm_config(spec: Specialist, profile: Profile, cache_dir: Path) -> LLMConfig
         deployment_config=deployment_config(spec, profile),
         runtime_env={"env_vars": dict(profile.engine_env)} if profile.engine_env else None,
         log_engine_metrics=True,
+        **({"callback_config": {"callback_class": PreparedWeightsCallback}} if spec.is_prepared_locally else {}),
         **accelerator,
     )
 

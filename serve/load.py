@@ -1,4 +1,13 @@
-"""Router-side load per specialist (in flight, EWMA latency): the live term of the `auto` policy."""
+"""The live load snapshot per specialist that the `auto` policy trades against predicted quality.
+
+Router-side signals are exact and instant: requests this router replica has in flight, EWMA latency and
+time to first token. Ray Serve's signals (healthy replicas, requests at the replicas from every router replica,
+requests queued in handles) come from ServeMetricsPoller, fresh within ~1 s. Anything missing or stale falls
+back to a documented default, named in `Load.defaults` and so in the decision trace:
+- replicas: the deployment's min_replicas (what Serve keeps running at least);
+- Serve's ongoing/queued: this router's own in-flight count stands alone;
+- latency: router.policy.DEFAULT_SERVICE_S until a request to the specialist has finished.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +16,40 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from router.catalog import Profile, Specialist
+from router.policy import DEFAULT_SERVICE_S
 from router.routing import Load
+from serve.cluster_metrics import ServeMetricsPoller
 
 EWMA_ALPHA = 0.2
 DOWN_FOR_S = 15.0  # after a specialist fails, `auto` tries it last for this long (Serve restarts it meanwhile)
+
+
+def _ewma(previous: float | None, sample: float) -> float:
+    return sample if previous is None else (1 - EWMA_ALPHA) * previous + EWMA_ALPHA * sample
+
+
+def slots_per_replica(spec: Specialist) -> int:
+    """Requests one replica runs at once: Serve's admission limit, or the engine's batch if that is smaller."""
+    max_num_seqs = spec.engine.model_dump().get("max_num_seqs")
+    return min(spec.deployment.max_ongoing_requests, max_num_seqs or spec.deployment.max_ongoing_requests)
 
 
 @dataclass
 class _Counters:
     in_flight: int = 0
     ewma_latency_s: float | None = None
+    ewma_ttft_s: float | None = None
     failed_at: float = float("-inf")
 
 
 class LoadTracker:
-    """Counts requests this ingress replica has in flight to each specialist and how long they take."""
+    """Counts what this ingress replica sends to each specialist and merges in Serve's view of the cluster."""
 
-    def __init__(self, names: list[str]) -> None:
-        self._counters = {name: _Counters() for name in names}
+    def __init__(self, profile: Profile, serve_metrics: ServeMetricsPoller | None = None) -> None:
+        self.profile = profile
+        self.serve_metrics = serve_metrics
+        self._counters = {name: _Counters() for name in profile.names}
 
     @contextmanager
     def track(self, name: str) -> Iterator[None]:
@@ -35,9 +60,12 @@ class LoadTracker:
             yield
         finally:
             counters.in_flight -= 1
-            elapsed = time.monotonic() - start
-            previous = counters.ewma_latency_s
-            counters.ewma_latency_s = elapsed if previous is None else (1 - EWMA_ALPHA) * previous + EWMA_ALPHA * elapsed
+            counters.ewma_latency_s = _ewma(counters.ewma_latency_s, time.monotonic() - start)
+
+    def first_token(self, name: str, seconds: float) -> None:
+        """Time from dispatch to the specialist's first packet (the whole answer when not streaming)."""
+        counters = self._counters[name]
+        counters.ewma_ttft_s = _ewma(counters.ewma_ttft_s, seconds)
 
     def mark_failed(self, name: str) -> None:
         self._counters[name].failed_at = time.monotonic()
@@ -47,4 +75,24 @@ class LoadTracker:
         return time.monotonic() - self._counters[name].failed_at < DOWN_FOR_S
 
     def snapshot(self) -> dict[str, Load]:
-        return {name: Load(in_flight=c.in_flight, ewma_latency_s=c.ewma_latency_s) for name, c in self._counters.items()}
+        return {spec.name: self._load(spec) for spec in self.profile.specialists}
+
+    def _load(self, spec: Specialist) -> Load:
+        counters = self._counters[spec.name]
+        defaults = []
+        if counters.ewma_latency_s is None:
+            defaults.append(f"latency: no finished request yet, {DEFAULT_SERVICE_S:g} s assumed")
+        sample = self.serve_metrics.fresh(spec.name) if self.serve_metrics else None
+        if sample is None:
+            why = "no metrics_url" if self.serve_metrics is None else "serve metrics missing or stale"
+            defaults.append(f"serve: {why}; min_replicas and this router's in-flight count used")
+        return Load(
+            in_flight=counters.in_flight,
+            serve_ongoing=sample.ongoing if sample else None,
+            serve_queued=sample.queued if sample else None,
+            replicas=max(1, sample.replicas if sample else spec.deployment.autoscaling.min_replicas),
+            slots_per_replica=slots_per_replica(spec),
+            ewma_latency_s=counters.ewma_latency_s,
+            ewma_ttft_s=counters.ewma_ttft_s,
+            defaults=tuple(defaults),
+        )

@@ -30,10 +30,47 @@ def test_quality_wins_at_default_weights_and_cost_weight_flips_it(tiny_profile):
 
 def test_latency_weight_avoids_the_loaded_specialist(tiny_profile):
     quality = {"tiny-coder": 0.6, "tiny-general": 0.6}
-    load = {"tiny-coder": Load(in_flight=0, ewma_latency_s=0.5), "tiny-general": Load(in_flight=9, queued=10, ewma_latency_s=0.5)}
+    load = {"tiny-coder": Load(in_flight=0, ewma_latency_s=0.5), "tiny-general": Load(in_flight=19, ewma_latency_s=0.5)}
     decision = rank(tiny_profile, quality, Weights(cost=0.0, latency=0.5), load)
     assert decision.winner == "tiny-coder"
-    assert decision.trace["specialists"]["tiny-general"]["latency"] == 1.0
+    assert decision.trace["specialists"]["tiny-general"]["expected_latency_s"] == pytest.approx(10.0)
+
+
+def test_expected_latency_counts_replicas_and_batch_slots():
+    assert Load(in_flight=3, replicas=1, slots_per_replica=4, ewma_latency_s=2.0).expected_latency_s() == 2.0  # a free slot
+    assert Load(in_flight=7, replicas=1, slots_per_replica=4, ewma_latency_s=2.0).expected_latency_s() == 4.0  # queues
+    assert Load(in_flight=7, replicas=2, slots_per_replica=4, ewma_latency_s=2.0).expected_latency_s() == 2.0  # scaled out
+    assert Load(in_flight=1, serve_ongoing=4, serve_queued=3, ewma_latency_s=1.0).pending == 7  # other routers' load
+
+
+def test_a_growing_queue_eventually_outweighs_a_quality_lead(tiny_profile):
+    quality = {"tiny-coder": 0.9, "tiny-general": 0.6}
+    for backlog, winner in ((0, "tiny-coder"), (40, "tiny-coder"), (400, "tiny-general")):
+        load = {"tiny-coder": Load(in_flight=backlog, slots_per_replica=4, ewma_latency_s=1.0)}
+        assert rank(tiny_profile, quality, Weights(cost=0.0), load).winner == winner, backlog
+
+
+def test_latency_budget_prefers_the_best_model_expected_to_meet_it(tiny_profile):
+    quality = {"tiny-coder": 0.9, "tiny-general": 0.6}
+    load = {"tiny-coder": Load(in_flight=8, ewma_latency_s=1.0), "tiny-general": Load(ewma_latency_s=1.0)}
+    assert rank(tiny_profile, quality, Weights(cost=0.0), load).winner == "tiny-coder"
+    decision = rank(tiny_profile, quality, Weights(cost=0.0, latency_budget_s=3.0), load)
+    assert decision.winner == "tiny-general" and "within 3 s" in decision.trace["reason"]
+    assert decision.trace["specialists"]["tiny-coder"]["meets_budget"] is False
+    impossible = rank(tiny_profile, quality, Weights(cost=0.0, latency_budget_s=0.1), load)
+    assert impossible.winner == "tiny-coder" and "none expected within" in impossible.trace["reason"]
+
+
+def test_signals_that_fell_back_to_defaults_show_in_the_trace(tiny_profile):
+    load = {"tiny-coder": Load(defaults=("ewma_latency_s: no sample yet",))}
+    trace = rank(tiny_profile, {"tiny-coder": 0.5, "tiny-general": 0.5}, Weights(), load).trace
+    assert trace["specialists"]["tiny-coder"]["load"]["defaults"] == ["ewma_latency_s: no sample yet"]
+
+
+def test_budget_must_be_positive(tiny_profile):
+    assert Weights.from_request({"latency_budget_s": 2}, tiny_profile.router).latency_budget_s == 2.0
+    with pytest.raises(ValueError, match="latency_budget_s"):
+        Weights.from_request({"latency_budget_s": 0}, tiny_profile.router)
 
 
 def test_ties_go_to_the_less_loaded(tiny_profile):

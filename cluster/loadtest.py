@@ -1,0 +1,168 @@
+"""Open-loop load test of the router: `python -m cluster.loadtest --shape step --base 0.5 --peak 4 --duration 180`.
+
+Mixed-role prompts from the router's dataset are sent as OpenAI streaming chat requests to 127.0.0.1 on an
+arrival schedule (cluster/load_shapes.py); each request is made and timed (TTFT, latency, tokens) by vLLM's
+own benchmark client (`vllm.benchmarks.lib.endpoint_request_func`, what `vllm bench serve` uses), so the numbers
+mean what they mean in vLLM's benchmarks. Meanwhile Serve's REST API (replicas and the autoscaler's target per
+deployment) and its Prometheus metrics (requests per deployment) are sampled every second. Writes
+`report.json` and `report.png` (cluster/load_report.py) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import aiohttp
+from tqdm import tqdm
+from vllm.benchmarks.lib.endpoint_request_func import (
+    RequestFuncInput,
+    RequestFuncOutput,
+    async_request_openai_chat_completions,
+)
+
+from cluster.load_report import summarise, write_plot
+from cluster.load_shapes import SHAPES, LoadShape, arrival_times
+from router import data
+from serve.cluster_metrics import sum_by_deployment
+
+HOST = "127.0.0.1"
+WATCH_INTERVAL_S = 1.0
+PROMPT_CHARS = 600  # keeps prompt + answer inside the smallest context window of the CPU profiles
+REQUEST_COUNTER = "ray_serve_deployment_request_counter_total"
+
+
+def mixed_prompts(n: int, seed: int) -> list[dict]:
+    """n prompts, the four domains in equal shares, from the router's dataset (`python -m router data`)."""
+    rng = random.Random(seed)
+    by_domain: dict[str, list[dict]] = {}
+    for item in data.load():
+        by_domain.setdefault(item["domain"], []).append(item)
+    domains = sorted(by_domain)
+    picked = [rng.choice(by_domain[domains[i % len(domains)]]) for i in range(n)]
+    return [{"domain": p["domain"], "prompt": p["prompt"][:PROMPT_CHARS]} for p in picked]
+
+
+class ServeWatcher:
+    """Samples replicas/target per deployment (Serve REST API) and request counters (Prometheus) every second."""
+
+    def __init__(self, dashboard_url: str, metrics_url: str | None) -> None:
+        self.dashboard_url = dashboard_url
+        self.metrics_url = metrics_url
+        self.samples: list[dict] = []
+
+    async def run(self, session: aiohttp.ClientSession, start: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            sample = {"t": round(time.perf_counter() - start, 2), **await self._read(session)}
+            self.samples.append(sample)
+            try:
+                await asyncio.wait_for(stop.wait(), WATCH_INTERVAL_S)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _read(self, session: aiohttp.ClientSession) -> dict:
+        sample: dict = {}
+        try:
+            async with session.get(f"{self.dashboard_url}/api/serve/applications/") as response:
+                apps = (await response.json())["applications"]
+            sample["deployments"] = {
+                name: {
+                    "running": sum(r["state"] == "RUNNING" for r in dep["replicas"]),
+                    "starting": sum(r["state"] == "STARTING" for r in dep["replicas"]),
+                    "target": dep.get("target_num_replicas"),
+                }
+                for app in apps.values()
+                for name, dep in app["deployments"].items()
+            }
+        except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as error:
+            sample["error"] = f"serve status: {error}"
+        if self.metrics_url:
+            try:
+                async with session.get(self.metrics_url) as response:
+                    totals = sum_by_deployment(await response.text(), {REQUEST_COUNTER})
+                sample["requests"] = {name: m[REQUEST_COUNTER] for name, m in totals.items()}
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+                sample["error"] = f"metrics: {error}"
+        return sample
+
+
+async def run(args: argparse.Namespace) -> dict:
+    shape = LoadShape(args.shape, args.base, args.peak, args.duration, burst_s=args.burst_s, period_s=args.period_s)
+    times = arrival_times(shape, args.max_requests, args.seed)
+    prompts = mixed_prompts(len(times), args.seed)
+    extra_body = {"router": json.loads(args.router)} if args.router else None
+    url = f"{args.base_url}/v1/chat/completions"
+    timeout = aiohttp.ClientTimeout(total=args.request_timeout)
+    watcher = ServeWatcher(args.dashboard_url, args.metrics_url)
+    results: list[dict] = []
+    progress = tqdm(total=len(times), desc=f"{args.shape} load", unit="req", disable=args.quiet)
+
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        start = time.perf_counter()
+        stop = asyncio.Event()
+        watch = asyncio.create_task(watcher.run(session, start, stop))
+
+        async def one(at: float, item: dict) -> None:
+            await asyncio.sleep(max(0.0, at - (time.perf_counter() - start)))
+            request = RequestFuncInput(
+                prompt=item["prompt"], api_url=url, prompt_len=0, output_len=args.max_tokens, model=args.model,
+                extra_body=extra_body,
+            )
+            output: RequestFuncOutput = await async_request_openai_chat_completions(request, session)
+            row = {k: v for k, v in asdict(output).items() if k in ("success", "latency", "ttft", "output_tokens", "error")}
+            results.append({**row, "sent_s": round(output.start_time - start, 3), "domain": item["domain"]})
+            progress.update()
+
+        await asyncio.gather(*(one(at, item) for at, item in zip(times, prompts)))
+        await asyncio.sleep(args.tail)  # keep watching: the scale-down after the load is part of the run
+        stop.set()
+        await watch
+    progress.close()
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "quiet")}
+    return summarise(config, shape, results, watcher.samples)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-url", default=f"http://{HOST}:8000")
+    parser.add_argument("--dashboard-url", default=f"http://{HOST}:8265")
+    parser.add_argument("--metrics-url", default=f"http://{HOST}:8080/metrics", help="Prometheus text; '' to skip")
+    parser.add_argument("--shape", choices=SHAPES, default="step")
+    parser.add_argument("--base", type=float, default=0.5, help="requests/s outside the peak")
+    parser.add_argument("--peak", type=float, default=2.0, help="requests/s at the peak")
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds of arrivals")
+    parser.add_argument("--burst-s", type=float, default=10.0)
+    parser.add_argument("--period-s", type=float, default=60.0)
+    parser.add_argument("--max-requests", type=int, default=500, help="hard bound on requests sent")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--model", default="auto")
+    parser.add_argument("--router", default="", help='JSON of the request\'s router knobs, e.g. \'{"latency": 0}\'')
+    parser.add_argument("--request-timeout", type=float, default=300.0)
+    parser.add_argument("--tail", type=float, default=3.0, help="seconds to keep sampling Serve after the last answer")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path(".cache/loadtest"), help="folder for report.json and report.png")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.base_url.startswith(("http://127.0.0.1", "http://localhost")):
+        parser.error("load tests target this machine only (--base-url http://127.0.0.1:…)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    report = asyncio.run(run(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_plot(report, args.out / "report.png")
+    json.dump(report["summary"], sys.stdout, indent=2)
+    print(f"\nwrote {args.out / 'report.json'} and {args.out / 'report.png'}")
+
+
+if __name__ == "__main__":
+    main()

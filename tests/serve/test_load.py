@@ -1,0 +1,77 @@
+"""The live load snapshot: Serve's metrics parsed from real Prometheus text, and visible degradation to defaults."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from router.catalog import load_profile
+from serve.cluster_metrics import STALE_AFTER_S, ServeMetricsPoller, ServeSample, parse_serve_metrics
+from serve.load import LoadTracker, slots_per_replica
+
+# Trimmed from a real `curl 127.0.0.1:8080/metrics` of the tiny profile (Ray 2.60): two coder replicas.
+METRICS = """\
+# HELP ray_serve_deployment_replica_healthy Tracks whether this deployment replica is healthy.
+# TYPE ray_serve_deployment_replica_healthy gauge
+ray_serve_deployment_replica_healthy{application="specialists",deployment="LLMServer:tiny-coder",replica="a"} 1.0
+ray_serve_deployment_replica_healthy{application="specialists",deployment="LLMServer:tiny-coder",replica="b"} 1.0
+ray_serve_deployment_replica_healthy{application="specialists",deployment="router",replica="c"} 1.0
+# HELP ray_serve_replica_processing_queries The current number of queries being processed.
+# TYPE ray_serve_replica_processing_queries gauge
+ray_serve_replica_processing_queries{application="specialists",deployment="LLMServer:tiny-coder",replica="a"} 4.0
+ray_serve_replica_processing_queries{application="specialists",deployment="LLMServer:tiny-coder",replica="b"} 3.0
+# HELP ray_serve_deployment_queued_queries The current number of queries to this deployment waiting to be assigned to a replica.
+# TYPE ray_serve_deployment_queued_queries gauge
+ray_serve_deployment_queued_queries{application="specialists",deployment="LLMServer:tiny-coder",handle="h1"} 2.0
+ray_serve_deployment_queued_queries{application="specialists",deployment="LLMServer:tiny-coder",handle="h2"} 1.0
+"""
+
+
+@pytest.fixture
+def tiny():
+    return load_profile("tiny")
+
+
+def test_serve_metrics_are_summed_per_specialist():
+    samples = parse_serve_metrics(METRICS, ["tiny-coder", "tiny-general"], at=1.0)
+    assert samples == {"tiny-coder": ServeSample(replicas=2, ongoing=7, queued=3, at=1.0)}
+
+
+def test_fresh_metrics_feed_the_snapshot(tiny):
+    poller = ServeMetricsPoller("unused", tiny.names)
+    poller.samples = parse_serve_metrics(METRICS, tiny.names, at=time.monotonic())
+    load = LoadTracker(tiny, poller).snapshot()
+    coder, general = load["tiny-coder"], load["tiny-general"]
+    assert (coder.replicas, coder.serve_ongoing, coder.serve_queued, coder.pending) == (2, 7, 3, 10)
+    assert not any("serve" in d for d in coder.defaults)
+    assert general.serve_ongoing is None and any("stale" in d for d in general.defaults)
+
+
+def test_stale_metrics_degrade_to_min_replicas_and_say_so(tiny):
+    poller = ServeMetricsPoller("unused", tiny.names)
+    poller.samples = parse_serve_metrics(METRICS, tiny.names, at=time.monotonic() - STALE_AFTER_S - 1)
+    coder = LoadTracker(tiny, poller).snapshot()["tiny-coder"]
+    assert coder.replicas == tiny.specialist("tiny-coder").deployment.autoscaling.min_replicas
+    assert coder.serve_ongoing is None and any("stale" in d for d in coder.defaults)
+
+
+def test_without_metrics_url_router_side_load_stands_alone(tiny):
+    tracker = LoadTracker(tiny)
+    with tracker.track("tiny-coder"):
+        busy = tracker.snapshot()["tiny-coder"]
+    idle = tracker.snapshot()["tiny-coder"]
+    assert busy.in_flight == 1 and idle.in_flight == 0 and idle.ewma_latency_s is not None
+    assert any("no metrics_url" in d for d in idle.defaults) and not any("latency" in d for d in idle.defaults)
+    assert busy.slots_per_replica == slots_per_replica(tiny.specialist("tiny-coder")) == 4  # engine max_num_seqs
+
+
+def test_an_unreachable_metrics_endpoint_keeps_serving_and_records_why(tiny):
+    poller = ServeMetricsPoller("http://127.0.0.1:9/metrics", tiny.names)  # nothing listens on port 9
+
+    async def poll_once():
+        async with httpx.AsyncClient(timeout=1) as client:
+            await poller.poll(client)
+
+    asyncio.run(poll_once())
+    assert poller.last_error and poller.fresh("tiny-coder") is None
