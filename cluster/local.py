@@ -138,9 +138,12 @@ def health(base_url: str) -> tuple[int, dict]:
 
 
 def _ray_descendants() -> list[psutil.Process]:
-    """Every process under this machine's raylet, vLLM's EngineCore children included."""
-    raylets = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "raylet"]
-    return [child for raylet in raylets for child in _children(raylet)]
+    """The cluster's daemons and every process under them, vLLM's EngineCore children included.
+
+    Only one Ray head can own the GCS port, and `start` refuses to run beside another, so these are ours.
+    """
+    daemons = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")]
+    return daemons + [child for daemon in daemons for child in _children(daemon)]
 
 
 def _children(process: psutil.Process) -> list[psutil.Process]:
@@ -151,7 +154,7 @@ def _children(process: psutil.Process) -> list[psutil.Process]:
 
 
 def _kill_survivors(processes: list[psutil.Process]) -> None:
-    """`ray stop` kills the replicas but orphans their EngineCore processes, which then spin: kill them by PID."""
+    """`ray stop` orphans EngineCore processes (which then spin) and now and then leaves gcs_server up: kill by PID."""
     alive = [p for p in processes if p.is_running()]
     for process in alive:
         with contextlib.suppress(psutil.Error):
