@@ -66,7 +66,8 @@ def _scoring_cost_of_checkpoint(checkpoint: Path, items: list[dict]) -> dict:
 def cmd_quality_eval(args: argparse.Namespace) -> dict:
     from router.quality_eval import plot, quality_eval
 
-    report = quality_eval(args.train, args.test, args.strong, args.weak, args.exclude, FitConfig(epochs=args.epochs, seed=args.seed))
+    report = quality_eval(args.train, args.test, args.strong, args.weak, args.exclude, FitConfig(seed=args.seed),
+                          tuple(args.epochs))
     if args.plot:
         plot(report, args.plot, f"{args.strong} vs {args.weak}: held-out files")
     return report
@@ -79,6 +80,7 @@ def cmd_label(args: argparse.Namespace) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
+    from router.quality_eval import EPOCH_CANDIDATES
     from router.scorer import DEFAULT_CHECKPOINT
 
     p = argparse.ArgumentParser(prog="python -m router", description=__doc__)
@@ -113,7 +115,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--strong", default="gpt-4")
     s.add_argument("--weak", default="mixtral")
     s.add_argument("--exclude", type=Path, nargs="*", default=[], help="contamination JSONL files (eval_prompt)")
-    s.add_argument("--epochs", type=int, default=5)
+    s.add_argument("--epochs", type=int, nargs="+", default=list(EPOCH_CANDIDATES),
+                   help="candidate epoch counts, chosen by APGR on a validation split of the train files")
     s.add_argument("--plot", type=Path, help="write the cost-quality PNG here")
 
     s = add("label", "ask specialists checkable questions over an OpenAI-compatible API and write a quality matrix")

@@ -16,7 +16,8 @@ installed package's weights into `.cache/router/onnx/` on first use (torch.onnx 
 torch eager to ~1e-7). Measured on these 2 cores it is ~2x faster than torch eager for one prompt. A dynamically
 int8-quantised graph was ~1.7x faster again but lost 1.8 points of leave-sources-out top-1 (77.3 % vs 79.1 %),
 so it is not used (see docs/router/README.md). The embeddings (training cache included) all come from this
-graph, one prompt per call, so a prompt's vector is the same in training, evaluation and serving.
+graph. Several prompts are encoded in length-sorted batches of BATCH (padding is masked out of attention and
+pooling), so a prompt's vector depends on its batch-mates only by float rounding (~1e-7).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from router.catalog import default_cache_dir
 from router.sources import ENCODER_PACKAGE, encoder_dir
 
 MAX_TOKENS = 128
-BATCH = 1  # prompts per forward pass: measured on these 2 cores, one prompt per call is faster per prompt than
-# padded batches of 64 (no padding work), and a prompt's vector never depends on its batch-mates
+BATCH = 16  # prompts per forward pass, after sorting by token count so a batch pads to nearly its own length
+# (measured on these 2 cores, 512 prompts: ~1.35x the prompts/s of one per call; batches of 32 no better)
 THREADS = 2  # onnxruntime intra-op threads (the machine's cores)
 RUNTIME = "onnxruntime-fp32"
 
@@ -99,6 +100,7 @@ class MiniLMEncoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = THREADS
         options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # onnxruntime's default, made explicit
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.max_tokens = max_tokens
         self.dim = 384  # all-MiniLM-L6-v2 hidden size

@@ -15,11 +15,10 @@ from router.catalog import ROLES
 from router.data import DOMAINS, ROLE_DOMAIN
 from router.encoder import MiniLMEncoder
 from router.keywords import keyword_role_probs
-from router.scorer import Scorer
+from router.scorer import Scorer, knn_probs, reference_set, role_probs
 from router.train import FitConfig, fit_head, role_targets
 
 DOMAIN_OF_ROLE_INDEX = [ROLE_DOMAIN[r] for r in ROLES]
-KNN_K = 10
 
 
 def hit_rates(probs: torch.Tensor, domains: list[str]) -> dict:
@@ -44,15 +43,6 @@ def one_hot(indices: list[int]) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.tensor(indices, dtype=torch.long), len(ROLES)).float()
 
 
-def knn_probs(train_x: torch.Tensor, train_roles: torch.Tensor, test_x: torch.Tensor, k: int = KNN_K) -> torch.Tensor:
-    """Vote shares of the k nearest training prompts (cosine on the same features the head sees)."""
-    out = []
-    for chunk in test_x.split(1024):
-        nearest = (chunk @ train_x.T).topk(k, dim=1).indices
-        out.append(one_hot(train_roles[nearest].flatten().tolist()).view(len(chunk), k, -1).mean(1))
-    return torch.cat(out)
-
-
 def baselines(train_x, train_roles, test_x, test_texts, seed: int = 0) -> dict[str, torch.Tensor]:
     rng = random.Random(seed)
     majority = Counter(train_roles.tolist()).most_common(1)[0][0]
@@ -60,7 +50,7 @@ def baselines(train_x, train_roles, test_x, test_texts, seed: int = 0) -> dict[s
         "random": torch.rand(len(test_texts), len(ROLES), generator=torch.Generator().manual_seed(rng.randrange(2**31))),
         "majority": one_hot([majority] * len(test_texts)),
         "keyword": keyword_role_probs(test_texts),
-        "knn": knn_probs(train_x, train_roles, test_x),
+        "knn": knn_probs(train_x, train_roles, test_x),  # k = KNN_K, the same vote the scorer averages in
     }
 
 
@@ -69,8 +59,9 @@ def source_fold(source: str, folds: int) -> int:
 
 
 def leave_sources_out(items: list[dict], folds: int = 10, config: FitConfig = FitConfig()) -> dict:
-    """Every source (MMLU subject, benchmark) lands in one of `folds` groups; each group is predicted by a head
-    (and baselines) trained on the other groups only; the encoder is frozen, so its embeddings are computed once."""
+    """Every source (MMLU subject, benchmark) lands in one of `folds` groups; each group is predicted by a scorer
+    (head ensemble + kNN vote, as `Scorer.predict` combines them) and baselines built from the other groups only;
+    the encoder is frozen, so its embeddings are computed once."""
     texts = [i["prompt"] for i in items]
     domains = [i["domain"] for i in items]
     roles = role_targets(domains)
@@ -82,9 +73,10 @@ def leave_sources_out(items: list[dict], folds: int = 10, config: FitConfig = Fi
         if not test.any():
             continue
         train_idx, test_idx = (~test).nonzero().flatten(), test.nonzero().flatten()
-        head = fit_head(features[train_idx], roles[train_idx], config=config)
+        head = fit_head(features[train_idx], roles[train_idx], config=config, groups=[items[i]["source"] for i in train_idx])
         with torch.inference_mode():
-            predictions["router"][test_idx] = head(features[test_idx])[0].softmax(-1)
+            reference = reference_set(features[train_idx], roles[train_idx])
+            predictions["router"][test_idx] = role_probs(head, features[test_idx], reference)
         test_texts = [texts[i] for i in test_idx]
         for name, probs in baselines(features[train_idx], roles[train_idx], features[test_idx], test_texts, fold).items():
             predictions[name][test_idx] = probs

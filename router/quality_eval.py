@@ -5,11 +5,17 @@ Metrics (as in ../shared/data/routellm/README.md): PGR(share) = (router accuracy
 when `share` of the test prompts go to the strong model (the ones with the largest predicted gain
 P(strong right) - P(weak right)); APGR = mean PGR over shares 0, 1, ..., 100 %; CPT(x) = the smallest share
 reaching PGR >= x. The random router's expected PGR equals the share, hence APGR 0.5 and CPT(x) = x.
+
+Hyper-parameters (the number of epochs) are chosen without looking at the test files: every VAL_EVERY-th train
+file (in the order given, starting with the first) is held out as a validation set, a head is fitted on the
+other train files for each candidate, the candidate with the best validation APGR (ties: fewer epochs) is
+refitted on all train files and only then scored on the test files.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,6 +25,8 @@ from router.encoder import MiniLMEncoder
 from router.train import FitConfig, fit_head
 
 SHARES = [i / 100 for i in range(101)]
+EPOCH_CANDIDATES = (1, 2, 3, 5, 8, 12)
+VAL_EVERY = 4
 
 
 def match_column(columns: list[str], needle: str, path: Path) -> str:
@@ -66,17 +74,42 @@ def summarise(accuracies: list[float], weak_acc: float, strong_acc: float) -> di
     return {"apgr": round(sum(pgr) / len(pgr), 4), "cpt50": cpt[0.5], "cpt80": cpt[0.8], "pgr": [round(p, 4) for p in pgr]}
 
 
-def quality_eval(train_files: list[Path], test_files: list[Path], strong: str, weak: str,
-                 exclude_files: list[Path] = (), config: FitConfig = FitConfig(epochs=5)) -> dict:
-    exclude = read_excluded(list(exclude_files))
-    train_prompts, train_outcomes = read_pairs(train_files, strong, weak, set())
-    test_prompts, test_outcomes = read_pairs(test_files, strong, weak, exclude)
-    encoder = MiniLMEncoder()
+def fit_and_score(encoder: MiniLMEncoder, train: tuple[list[str], torch.Tensor], test: tuple[list[str], torch.Tensor],
+                  config: FitConfig) -> dict:
+    """Fit a quality head on `train` (prompts, outcomes) and summarise its routing curve on `test`."""
+    (train_prompts, train_outcomes), (test_prompts, test_outcomes) = train, test
     head = fit_head(encoder.encode_cached(train_prompts), torch.full((len(train_prompts),), -1), train_outcomes, config)
     with torch.inference_mode():
         predicted = head(encoder.encode_cached(test_prompts))[1].sigmoid()
     weak_acc, strong_acc = test_outcomes[:, 0].mean().item(), test_outcomes[:, 1].mean().item()
-    router = summarise(curve(predicted[:, 1] - predicted[:, 0], test_outcomes), weak_acc, strong_acc)
+    return summarise(curve(predicted[:, 1] - predicted[:, 0], test_outcomes), weak_acc, strong_acc)
+
+
+def choose_epochs(encoder: MiniLMEncoder, train_files: list[Path], strong: str, weak: str, exclude: set[str],
+                  config: FitConfig, candidates: tuple[int, ...]) -> dict:
+    """Validation APGR per epoch count, on held-out train files only; the best one (ties: fewer epochs)."""
+    val_files = train_files[::VAL_EVERY]
+    fit_files = [f for f in train_files if f not in val_files]
+    if not fit_files:
+        raise ValueError(f"need at least 2 train files to carve a validation set (every {VAL_EVERY}th is held out)")
+    fit = read_pairs(fit_files, strong, weak, set())
+    val = read_pairs(val_files, strong, weak, exclude)
+    apgr = {e: fit_and_score(encoder, fit, val, replace(config, epochs=e))["apgr"] for e in candidates}
+    best = max(candidates, key=lambda e: (apgr[e], -e))
+    return {"files": [Path(f).name for f in val_files], "n": len(val[0]), "apgr_by_epochs": apgr, "epochs": best}
+
+
+def quality_eval(train_files: list[Path], test_files: list[Path], strong: str, weak: str,
+                 exclude_files: list[Path] = (), config: FitConfig = FitConfig(),
+                 epoch_candidates: tuple[int, ...] = EPOCH_CANDIDATES) -> dict:
+    exclude = read_excluded(list(exclude_files))
+    encoder = MiniLMEncoder()
+    validation = choose_epochs(encoder, list(train_files), strong, weak, exclude, config, tuple(epoch_candidates))
+    config = replace(config, epochs=validation["epochs"])
+    train_prompts, train_outcomes = read_pairs(train_files, strong, weak, set())
+    test_prompts, test_outcomes = read_pairs(test_files, strong, weak, exclude)
+    router = fit_and_score(encoder, (train_prompts, train_outcomes), (test_prompts, test_outcomes), config)
+    weak_acc, strong_acc = test_outcomes[:, 0].mean().item(), test_outcomes[:, 1].mean().item()
     random_acc = [weak_acc + s * (strong_acc - weak_acc) for s in SHARES]
     return {
         "n": len(test_prompts), "n_train": len(train_prompts), "weak_acc": round(weak_acc, 4),
@@ -85,6 +118,7 @@ def quality_eval(train_files: list[Path], test_files: list[Path], strong: str, w
         "curve": {"strong_share": SHARES, "router_pgr": router["pgr"]},
         "train_files": [Path(f).name for f in train_files], "test_files": [Path(f).name for f in test_files],
         "excluded_contaminated": len(exclude), "strong": strong, "weak": weak, "seed": config.seed,
+        "epochs": config.epochs, "members": config.members, "validation": validation,
     }
 
 

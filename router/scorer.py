@@ -1,8 +1,13 @@
-"""The trained scorer: MiniLM features -> a small MLP with a role head (the prior) and per-model outcome heads.
+"""The trained scorer: MiniLM features -> an ensemble of small MLPs with a role head (the prior) and per-model
+outcome heads, plus a k-nearest-neighbour vote over the training prompts' embeddings for the roles.
 
-A checkpoint is one small torch file holding the head's weights (float16), the encoder it expects (the encoder
-itself comes from the installed package, it is not in the checkpoint), and how it was trained; `Scorer.load`
-refuses a mismatched one.
+Role probabilities = the mean of the heads' softmax averaged 50/50 with the share of the K nearest training
+prompts (cosine) per role. Leave-sources-out the two disagree on different prompts, and the average beats both
+(docs/router/README.md). Per-model quality comes from the heads only.
+
+A checkpoint is one torch file holding the heads' weights and the kNN reference embeddings (float16), the
+encoder it expects (the encoder itself comes from the installed package, it is not in the checkpoint), and how
+it was trained; `Scorer.load` refuses a mismatched one.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from torch import nn
 from router.catalog import ROLES
 from router.encoder import MiniLMEncoder
 
-CHECKPOINT_FORMAT = 2  # 2: full-model MiniLM sentence embeddings (1 was pooled token embeddings + IDF)
+CHECKPOINT_FORMAT = 3  # 3: head ensemble + kNN reference; 2: one head; 1: pooled token embeddings + IDF
+KNN_K = 10  # neighbours in the role vote (the kNN baseline's k)
 FEATURE_SCALE = 10.0  # unit-norm features are tiny per coordinate; this keeps the first layer's inputs O(1)
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "scorer-v1.pt"
 
@@ -35,12 +41,57 @@ class QualityHead(nn.Module):
         return self.roles(h), self.models(h)
 
 
+class HeadEnsemble(nn.Module):
+    """QualityHeads trained from different seeds. `forward` returns the log of their mean role probabilities and
+    the logit of their mean per-model probabilities, so callers apply softmax / sigmoid exactly as to one head."""
+
+    def __init__(self, heads: list[QualityHead]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(heads)
+
+    @property
+    def hidden(self) -> int:
+        return self.members[0].roles.in_features
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [head(x) for head in self.members]
+        roles = torch.stack([r.softmax(-1) for r, _ in outputs]).mean(0)
+        models = torch.stack([m.sigmoid() for _, m in outputs]).mean(0)
+        return roles.log(), torch.logit(models, eps=1e-6)
+
+
+def knn_probs(train_x: torch.Tensor, train_roles: torch.Tensor, test_x: torch.Tensor, k: int = KNN_K) -> torch.Tensor:
+    """Vote shares of the k nearest training prompts (cosine on unit vectors)."""
+    out = []
+    for chunk in test_x.split(1024):
+        nearest = (chunk @ train_x.T).topk(min(k, len(train_x)), dim=1).indices
+        out.append(nn.functional.one_hot(train_roles[nearest], len(ROLES)).float().mean(1))
+    return torch.cat(out) if out else torch.zeros(0, len(ROLES))
+
+
+def role_probs(head: nn.Module, x: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """The scorer's role probabilities for features `x`: heads, averaged with the kNN vote over `reference`
+    (features, role indices) when there is one. LOSO evaluation calls this too, so it measures what serves."""
+    probs = head(x)[0].softmax(-1)
+    if reference is not None:
+        probs = (probs + knn_probs(reference[0], reference[1], x)) / 2
+    return probs
+
+
+def reference_set(features: torch.Tensor, roles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kNN reference as a checkpoint stores it: role-labelled rows only, features rounded to float16."""
+    keep = roles >= 0
+    return features[keep].half().float(), roles[keep]
+
+
 class Scorer:
     """Encoder + head; `predict` returns role probabilities and per-model quality for a batch of prompts."""
 
-    def __init__(self, encoder: MiniLMEncoder, head: QualityHead, model_names: list[str], meta: dict) -> None:
+    def __init__(self, encoder: MiniLMEncoder, head: HeadEnsemble, model_names: list[str], meta: dict,
+                 reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.encoder = encoder
         self.head = head.eval()
+        self.reference = reference
         # The head is a tiny MLP and the only torch work left in scoring (the encoder runs in onnxruntime with its
         # own threads): with torch's 2-thread pool a single-prompt call measured ~16 ms p50 vs ~5.6 ms with one.
         torch.set_num_threads(1)
@@ -53,8 +104,8 @@ class Scorer:
 
     def predict(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            role_logits, model_logits = self.head(self.encoder.encode(texts))
-            return role_logits.softmax(-1), model_logits.sigmoid()
+            x = self.encoder.encode(texts)
+            return role_probs(self.head, x, self.reference), self.head(x)[1].sigmoid()
 
     def save(self, path: Path, train_info: dict) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,8 +116,11 @@ class Scorer:
                 "encoder": self.encoder.info,
                 "roles": list(ROLES),
                 "models": self.model_names,
-                "hidden": self.head.roles.in_features,
+                "hidden": self.head.hidden,
+                "members": len(self.head.members),
                 "state": {k: v.half() for k, v in self.head.state_dict().items()},
+                "knn": None if self.reference is None else {"x": self.reference[0].half(),
+                                                            "roles": self.reference[1].to(torch.int8), "k": KNN_K},
                 "train": train_info,
             },
             path,
@@ -84,6 +138,11 @@ class Scorer:
         actual = {k: v for k, v in encoder.info.items() if k != "version"}
         if expected != actual:
             raise ValueError(f"{path}: trained for encoder {expected}, installed is {actual}")
-        head = QualityHead(encoder.feature_dim, blob["hidden"], len(blob["models"]))
+        head = HeadEnsemble([QualityHead(encoder.feature_dim, blob["hidden"], len(blob["models"]))
+                             for _ in range(blob["members"])])
         head.load_state_dict({k: v.float() for k, v in blob["state"].items()})
-        return cls(encoder, head, blob["models"], {"version": blob["version"], "train": blob["train"]})
+        knn = blob["knn"]
+        if knn is not None and knn["k"] != KNN_K:
+            raise ValueError(f"{path}: kNN k={knn['k']}, this code uses {KNN_K}")
+        reference = None if knn is None else (knn["x"].float(), knn["roles"].long())
+        return cls(encoder, head, blob["models"], {"version": blob["version"], "train": blob["train"]}, reference)

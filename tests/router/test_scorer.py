@@ -70,4 +70,42 @@ def test_cached_embeddings_equal_fresh_ones():
     fresh = encoder.encode(texts)
     assert fresh.shape == (3, encoder.feature_dim) and fresh.norm(dim=1).allclose(torch.ones(3))
     assert encoder.encode_cached(texts).allclose(fresh, atol=1e-5)
-    assert torch.equal(encoder.encode([texts[1]]), fresh[1:2])  # a prompt's vector does not depend on its batch
+    assert encoder.encode([texts[1]]).allclose(fresh[1:2], atol=1e-6)  # batch-mates change a vector only by rounding
+
+
+def test_source_balance_evens_out_big_sources():
+    from router.train import role_weights
+
+    roles = torch.tensor([0] * 90 + [1] * 10 + [-1] * 5)
+    groups = ["big"] * 90 + ["small"] * 10 + ["outcomes"] * 5
+    weights = role_weights(roles, groups, FitConfig(source_balance=1.0))
+    assert weights[:90].sum().item() == pytest.approx(weights[90:100].sum().item())
+    assert weights[100:].eq(0).all() and weights[:100].mean().item() == pytest.approx(1.0)
+    assert role_weights(roles, None, FitConfig())[:100].eq(1).all()  # no groups: unweighted
+
+
+def test_ensemble_averages_member_probabilities_and_checkpoint_keeps_the_knn_reference(small_checkpoint):
+    scorer = Scorer.load(small_checkpoint)
+    assert len(scorer.head.members) == FitConfig().members and scorer.reference[0].shape == (1500, 384)
+    x = scorer.encoder.encode(["Prove that the square root of 2 is irrational."])
+    with torch.inference_mode():
+        members = torch.stack([m(x)[0].softmax(-1) for m in scorer.head.members]).mean(0)
+        assert scorer.head(x)[0].softmax(-1).allclose(members, atol=1e-6)
+        scorer.reference = None  # without the reference the scorer is the head ensemble alone
+        assert scorer.predict(["Prove that the square root of 2 is irrational."])[0].allclose(members, atol=1e-6)
+
+
+def test_quality_eval_chooses_epochs_on_train_files_only(tmp_path):
+    from router.quality_eval import quality_eval
+
+    def csv(name: str, offset: int) -> object:
+        path = tmp_path / f"{name}.csv"
+        rows = [f"Question {offset + i} about {name}?,{i % 3 == 0},{i % 3 != 1}\n" for i in range(12)]
+        path.write_text("prompt,mixtral-weak,gpt-4-strong\n" + "".join(rows))
+        return path
+
+    train_files = [csv(f"train{i}", 100 * i) for i in range(5)]
+    test_files = [csv("test", 999)]
+    report = quality_eval(train_files, test_files, "gpt-4", "mixtral", epoch_candidates=(1, 2))
+    assert report["validation"]["files"] == ["train0.csv", "train4.csv"]
+    assert report["epochs"] in (1, 2) and report["n"] == 12 and 0 <= report["cpt50"] <= 1
