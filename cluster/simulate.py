@@ -2,24 +2,31 @@
 
     python -m cluster.simulate --replicas 64 --seed 0 --json
 
-Every policy sees the same trace: bursty open-loop arrivals (a two-state Markov-modulated Poisson process)
-of real prompts from the router's dataset, skewed toward code, each with the trained scorer's predicted
-quality for every specialist of the profile. Replicas are split evenly across the specialists (a cluster
-sized for an even mix, which the skew then overloads on one side). Policies:
-  random / round_robin / pow2 — quality-blind balancers over all replicas (pow2: the shorter of two queues);
-  quality_only — the specialist with the highest predicted quality, pow2 among its replicas (Ray Serve's
-                 default inside a deployment);
-  quality_load — `rank` with the live load each specialist would report (in flight, replicas, batch slots,
-                 EWMA latency), then pow2 among the winner's replicas.
+Every policy sees the same trace: open-loop arrivals of real prompts from the router's dataset, skewed toward
+code, each with the trained scorer's predicted quality for every specialist of the profile.
+
+Default workload, a hot spot: replicas are split across the specialists in proportion to the long-run work
+each would get under quality routing (where an autoscaler settles), and then one tenant's traffic (biomedical
+by default) surges to `burst_factor` x its calm rate for 20 % of the time, in bursts of 40 s on average (a
+two-state Markov-modulated Poisson process) -- faster than an autoscaler adds GPU replicas, while the cluster
+as a whole still has room. That is the regime routing can help in. `--provision even --burst-domain all`
+gives the other regime: a cluster sized for an even mix, hit by bursts of everything; when the whole cluster
+is overloaded, no routing policy saves the tail.
+Policies:
+  random / round_robin / pow2 -- quality-blind balancers over all replicas (pow2: the shorter of two queues);
+  quality_only -- the specialist with the highest predicted quality, pow2 among its replicas (Ray Serve's
+                  default inside a deployment);
+  quality_load -- `rank` with the live load each specialist would report (in flight, replicas, batch slots,
+                  EWMA latency) and the SLO as the request's latency budget, then pow2 among the winner's
+                  replicas.
 Service model (assumptions, printed in the report): each replica runs `slots` sequences at once at a fixed
-per-sequence decode rate of its specialist, after a prefill at a fixed rate; output lengths are lognormal
-around a per-domain median; excess requests wait in the replica's FIFO queue.
+per-sequence decode rate, after a prefill at a fixed rate; output lengths are lognormal around a per-domain
+median; excess requests wait in the replica's FIFO queue.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import heapq
 import json
 import math
@@ -30,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster.scored_prompts import predicted_quality
 from router.catalog import Profile, default_cache_dir, load_profile
 from router.policy import Load, Weights, rank
 
@@ -39,7 +47,10 @@ DECODE_TOK_S = 30.0  # per sequence, a 7-9B model on an L4-class GPU (assumed, n
 PREFILL_TOK_S = 2000.0
 OUTPUT_MEDIAN = {"code": 300, "math": 250, "biomedical": 200, "general": 250}
 SKEWED_MIX = {"code": 0.55, "math": 0.15, "biomedical": 0.15, "general": 0.15}
+OUTPUT_SIGMA = 0.5  # of log output length
 EWMA_ALPHA = 0.2  # as serve/load.py
+BURST_SHARE = 0.2  # of the time spent in bursts
+CALM_MEAN_S = 160.0  # mean length of a calm period; bursts last CALM_MEAN_S * BURST_SHARE / (1 - BURST_SHARE)
 
 
 @dataclass
@@ -66,60 +77,68 @@ def service_s(request: Request) -> float:
     return request.prompt_tokens / PREFILL_TOK_S + request.output_tokens / DECODE_TOK_S
 
 
-def predicted_quality(profile: Profile, prompts: list[str], cache: Path) -> list[dict[str, float]]:
-    """The trained scorer's quality per specialist for each prompt, cached: scoring is the slow part."""
-    key = hashlib.sha256(json.dumps([profile.names, prompts]).encode()).hexdigest()[:16]
-    path = cache / "simulate" / f"quality-{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    from router.routing import Router
-
-    router = Router.from_profile(profile)
-    rows = []
-    for start in range(0, len(prompts), 64):
-        roles, models = router.predict(prompts[start : start + 64])
-        rows += [router.specialist_quality(r, m) for r, m in zip(roles, models)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows))
-    return rows
+def mean_service_s(domain: str) -> float:
+    """Expected decode time of one request of a domain (lognormal output length, prefill is negligible here)."""
+    return OUTPUT_MEDIAN[domain] * math.exp(OUTPUT_SIGMA**2 / 2) / DECODE_TOK_S
 
 
 def bursty_trace(profile: Profile, items: list[dict], args: argparse.Namespace) -> list[Request]:
-    """Arrivals at `utilisation` of the cluster's capacity on average, `burst_factor` x that during bursts."""
+    """Arrivals at `utilisation` of the cluster's capacity on average; bursting domains at `burst_factor` x in bursts."""
     rng = random.Random(args.seed)
     by_domain: dict[str, list[dict]] = {}
     for item in items:
         by_domain.setdefault(item["domain"], []).append(item)
     domains = list(SKEWED_MIX)
-    picked = [rng.choice(by_domain[d]) for d in rng.choices(domains, [SKEWED_MIX[d] for d in domains], k=args.requests)]
-    quality = predicted_quality(profile, [p["prompt"] for p in picked], default_cache_dir())
-    mean_service = sum(OUTPUT_MEDIAN[d] * SKEWED_MIX[d] for d in domains) / DECODE_TOK_S
-    mean_rate = args.utilisation * args.replicas * SLOTS / mean_service
-    burst_share = 0.2  # of the time; the calm rate makes the long-run mean come out at mean_rate
-    calm_rate = mean_rate * (1 - burst_share * args.burst_factor) / (1 - burst_share)
-    if calm_rate <= 0:
-        raise SystemExit("--burst-factor too large for a 20 % burst share: the calm rate would be <= 0")
-    t, bursting, state_ends, requests = 0.0, False, rng.expovariate(1 / 30), []
-    for item, q in zip(picked, quality):
-        while True:
-            gap = rng.expovariate(mean_rate * args.burst_factor if bursting else calm_rate)
-            if t + gap < state_ends:
-                t += gap
-                break
+    bursting_domains = domains if args.burst_domain == "all" else [args.burst_domain]
+    boost = {d: (args.burst_factor if d in bursting_domains else 1.0) for d in domains}
+    long_run_boost = {d: 1 + BURST_SHARE * (boost[d] - 1) for d in domains}
+    work_per_request = sum(SKEWED_MIX[d] * long_run_boost[d] * mean_service_s(d) for d in domains)
+    calm_rate = args.utilisation * args.replicas * SLOTS / work_per_request
+    rates = {False: {d: calm_rate * SKEWED_MIX[d] for d in domains}, True: {d: calm_rate * SKEWED_MIX[d] * boost[d] for d in domains}}
+    burst_mean_s = CALM_MEAN_S * BURST_SHARE / (1 - BURST_SHARE)
+    t, bursting, state_ends, picked, times = 0.0, False, rng.expovariate(1 / CALM_MEAN_S), [], []
+    while len(picked) < args.requests:
+        total = sum(rates[bursting].values())
+        gap = rng.expovariate(total)
+        if t + gap >= state_ends:
             t, bursting = state_ends, not bursting
-            state_ends = t + rng.expovariate(1 / (30 * burst_share / (1 - burst_share) if bursting else 30))
-        tokens = max(1, round(rng.lognormvariate(math.log(OUTPUT_MEDIAN[item["domain"]]), 0.5)))
-        requests.append(Request(t, item["domain"], min(2000, len(item["prompt"]) // 4 + 1), tokens, q))
-    return requests
+            state_ends = t + rng.expovariate(1 / (burst_mean_s if bursting else CALM_MEAN_S))
+            continue
+        t += gap
+        domain = rng.choices(domains, [rates[bursting][d] for d in domains])[0]
+        picked.append(rng.choice(by_domain[domain]))
+        times.append(t)
+    quality = predicted_quality(profile, [p["prompt"] for p in picked], default_cache_dir())
+    return [
+        Request(at, item["domain"], min(2000, len(item["prompt"]) // 4 + 1),
+                max(1, round(rng.lognormvariate(math.log(OUTPUT_MEDIAN[item["domain"]]), OUTPUT_SIGMA))), q)
+        for at, item, q in zip(times, picked, quality)
+    ]
+
+
+def replica_split(profile: Profile, trace: list[Request], replicas: int, provision: str) -> dict[str, int]:
+    """Replicas per specialist: even, or in proportion to the work quality routing sends each (at least one each)."""
+    names = profile.names
+    if provision == "even":
+        return {n: replicas // len(names) + (i < replicas % len(names)) for i, n in enumerate(names)}
+    work = dict.fromkeys(names, 0.0)
+    for request in trace:
+        work[max(request.quality, key=request.quality.get)] += service_s(request)
+    spare = replicas - len(names)
+    ideal = {n: spare * work[n] / sum(work.values()) for n in names}
+    split = {n: 1 + int(ideal[n]) for n in names}
+    for n in sorted(names, key=lambda n: int(ideal[n]) - ideal[n])[: replicas - sum(split.values())]:
+        split[n] += 1  # largest remainders
+    return split
 
 
 class Cluster:
     """Replicas, their queues, and what each specialist's router-side load looks like at any moment."""
 
-    def __init__(self, profile: Profile, replicas: int, rng: random.Random) -> None:
+    def __init__(self, profile: Profile, split: dict[str, int], rng: random.Random) -> None:
         names = profile.names
         self.profile, self.rng = profile, rng
-        self.replicas = [Replica(names[i % len(names)]) for i in range(replicas)]
+        self.replicas = [Replica(name) for name in names for _ in range(split[name])]
         self.pools = {n: [r for r in self.replicas if r.specialist == n] for n in names}
         self.ewma: dict[str, float | None] = dict.fromkeys(names)
         self.next_rr = 0
@@ -151,10 +170,10 @@ class Cluster:
         self.ewma[replica.specialist] = latency_s if previous is None else (1 - EWMA_ALPHA) * previous + EWMA_ALPHA * latency_s
 
 
-def simulate(profile: Profile, trace: list[Request], policy: str, args: argparse.Namespace) -> dict:
+def simulate(profile: Profile, trace: list[Request], split: dict[str, int], policy: str, seed: int, slo_s: float) -> dict:
     """Run one policy over the trace; latency = queueing + service, per request."""
-    cluster = Cluster(profile, args.replicas, random.Random(args.seed))
-    weights = Weights.from_request(None, profile.router)
+    cluster = Cluster(profile, split, random.Random(seed))
+    weights = Weights.from_request({"latency_budget_s": slo_s}, profile.router)  # callers with an SLO send it as their budget
     events: list[tuple[float, int, int, Replica, Request]] = []  # (time, kind 0=finish/1=arrival, seq, replica, request)
     for i, request in enumerate(trace):
         heapq.heappush(events, (request.at, 1, i, None, request))
@@ -187,7 +206,7 @@ def simulate(profile: Profile, trace: list[Request], policy: str, args: argparse
         "p50_ms": round(float(p50) * 1000),
         "p95_ms": round(float(p95) * 1000),
         "p99_ms": round(float(p99) * 1000),
-        "slo_attainment": round(sum(lat <= args.slo_s for lat in latencies) / len(latencies), 4),
+        "slo_attainment": round(sum(lat <= slo_s for lat in latencies) / len(latencies), 4),
         "mean_predicted_quality": round(sum(quality) / len(quality), 4),
         "routing_mix": {n: round(c / len(trace), 3) for n, c in served.items()},
     }
@@ -198,7 +217,8 @@ def run(args: argparse.Namespace) -> dict:
 
     profile = load_profile(args.profile)
     trace = bursty_trace(profile, data.load(), args)
-    report = {policy: simulate(profile, trace, policy, args) for policy in POLICIES}
+    split = replica_split(profile, trace, args.replicas, args.provision)
+    report = {policy: simulate(profile, trace, split, policy, args.seed, args.slo_s) for policy in POLICIES}
     ours, pow2, quality_only = report["quality_load"], report["pow2"], report["quality_only"]
     report["comparison"] = {
         "quality_load_p95_over_pow2_p95": round(ours["p95_ms"] / pow2["p95_ms"], 3),
@@ -206,8 +226,10 @@ def run(args: argparse.Namespace) -> dict:
         "quality_load_quality_vs_quality_only": round(ours["mean_predicted_quality"] / quality_only["mean_predicted_quality"] - 1, 4),
     }
     report["workload"] = {
-        "profile": args.profile, "replicas": args.replicas, "requests": len(trace), "seed": args.seed, "mix": SKEWED_MIX,
-        "utilisation": args.utilisation, "burst_factor": args.burst_factor, "slo_s": args.slo_s, "slots_per_replica": SLOTS,
+        "profile": args.profile, "replicas": args.replicas, "replica_split": split, "provision": args.provision,
+        "requests": len(trace), "seed": args.seed, "mix": SKEWED_MIX, "utilisation": args.utilisation,
+        "burst_domain": args.burst_domain, "burst_factor": args.burst_factor, "burst_share": BURST_SHARE,
+        "calm_mean_s": CALM_MEAN_S, "slo_s": args.slo_s, "slots_per_replica": SLOTS,
         "decode_tok_s_per_sequence": DECODE_TOK_S, "prefill_tok_s": PREFILL_TOK_S, "output_median_tokens": OUTPUT_MEDIAN,
         "duration_s": round(trace[-1].at, 1),
     }
@@ -239,9 +261,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replicas", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", default="gpu")
-    parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--utilisation", type=float, default=0.8, help="mean offered load / cluster capacity")
-    parser.add_argument("--burst-factor", type=float, default=3.0, help="rate during bursts / mean rate")
+    parser.add_argument("--requests", type=int, default=40_000)
+    parser.add_argument("--utilisation", type=float, default=0.65, help="long-run offered load / cluster capacity")
+    parser.add_argument("--burst-factor", type=float, default=4.0, help="a bursting domain's rate in bursts / its calm rate")
+    parser.add_argument("--burst-domain", default="biomedical", choices=[*SKEWED_MIX, "all"], help="the domain that surges")
+    parser.add_argument("--provision", default="demand", choices=["demand", "even"],
+                        help="replicas per specialist: in proportion to quality routing's long-run work, or even")
     parser.add_argument("--slo-s", type=float, default=30.0, help="a request meets the SLO if it finishes within this")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cluster.simulate import POLICIES, SLOTS, Cluster, Request, bursty_trace, run
+from cluster.simulate import POLICIES, SLOTS, Cluster, Request, bursty_trace, replica_split, run
 from router.catalog import load_profile
 from router.policy import Weights
 
@@ -16,7 +16,10 @@ SMALL = ["--replicas", "8", "--requests", "300"]
 
 
 def _args(seed: int) -> argparse.Namespace:
-    return argparse.Namespace(profile="gpu", replicas=8, requests=300, seed=seed, utilisation=0.8, burst_factor=3.0, slo_s=30.0)
+    return argparse.Namespace(
+        profile="gpu", replicas=8, requests=300, seed=seed, utilisation=0.65, burst_factor=4.0, burst_domain="biomedical",
+        provision="demand", slo_s=30.0,
+    )
 
 
 def test_same_seed_same_report_other_seed_other_report():
@@ -30,19 +33,37 @@ def test_cli_prints_one_json_object_with_every_policy():
         assert {"p50_ms", "p95_ms", "p99_ms", "slo_attainment", "mean_predicted_quality"} <= set(report[policy])
 
 
-def test_trace_is_bursty_and_skewed_toward_code():
+def test_trace_is_skewed_toward_code_with_surges_of_the_hot_domain():
     from router import data
 
-    trace = bursty_trace(load_profile("gpu"), data.load(), _args(0))
-    assert sum(r.domain == "code" for r in trace) / len(trace) > 0.45
-    gaps = [b.at - a.at for a, b in zip(trace, trace[1:])]
-    mean = sum(gaps) / len(gaps)
-    assert (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5 > 1.1 * mean  # burstier than Poisson (CV 1)
+    args = _args(0)
+    args.requests = 2000
+    trace = bursty_trace(load_profile("gpu"), data.load(), args)
+    assert sum(r.domain == "code" for r in trace) / len(trace) > 0.4
+    window = 20.0  # s; bursts last 40 s on average
+    counts = [0] * (int(trace[-1].at // window) + 1)
+    for request in trace:
+        counts[int(request.at // window)] += request.domain == "biomedical"
+    assert max(counts) > 2 * sum(counts) / len(counts)  # the hot domain surges well above its mean rate
+
+
+def test_demand_provisioning_follows_quality_routed_work_and_keeps_every_specialist():
+    from router import data
+
+    profile = load_profile("gpu")
+    trace = bursty_trace(profile, data.load(), _args(0))
+    demand = replica_split(profile, trace, 16, "demand")
+    assert sum(demand.values()) == 16 and min(demand.values()) >= 1
+    assert max(demand, key=demand.get) == "qwen2.5-coder-7b"  # the skew toward code gets the most replicas
+    assert replica_split(profile, trace, 16, "even") == dict.fromkeys(profile.names, 4)
+
+
+EIGHT = {"qwen2.5-coder-7b": 2, "qwen2.5-math-7b": 2, "openbiollm-8b": 2, "gemma-2-9b": 2}
 
 
 @pytest.fixture
 def cluster():
-    return Cluster(load_profile("gpu"), replicas=8, rng=random.Random(0))
+    return Cluster(load_profile("gpu"), EIGHT, rng=random.Random(0))
 
 
 def _request(best: str, cluster: Cluster) -> Request:
@@ -65,5 +86,5 @@ def test_quality_only_ignores_load_and_quality_load_leaves_a_saturated_specialis
     request = _request(coder, cluster)
     assert cluster.choose("quality_only", request, Weights()).specialist == coder
     assert cluster.choose("quality_load", request, Weights()).specialist != coder
-    idle = Cluster(cluster.profile, replicas=8, rng=random.Random(0))
+    idle = Cluster(cluster.profile, EIGHT, rng=random.Random(0))
     assert idle.choose("quality_load", request, Weights()).specialist == coder
