@@ -112,10 +112,21 @@ class Autoscaling(_Strict):
         return self
 
 
+class RequestRouter(_Strict):
+    """How a handle picks a replica inside the deployment: Ray's default power of two choices, or Ray Serve LLM's
+    prefix-cache affinity (send a prompt where its prefix was seen, so vLLM reuses the cached KV blocks)."""
+
+    kind: Literal["pow2", "prefix_affinity"] = "pow2"
+    imbalanced_threshold: float | None = Field(
+        default=None, gt=0, description="prefix_affinity: queue-length gap beyond which it balances load instead (Ray's default: never)"
+    )
+
+
 class Deployment(_Strict):
     """Ray Serve settings of one specialist's LLMServer deployment."""
 
     autoscaling: Autoscaling = Autoscaling()
+    request_router: RequestRouter = RequestRouter()
     max_ongoing_requests: int = Field(default=16, gt=0)
     max_queued_requests: int = Field(default=64, ge=-1, description="-1 = unbounded")
 

