@@ -6,7 +6,9 @@ requests queued in handles) come from ServeMetricsPoller, fresh within ~1 s. Any
 back to a documented default, named in `Load.defaults` and so in the decision trace:
 - replicas: the deployment's min_replicas (what Serve keeps running at least);
 - Serve's ongoing/queued: this router's own in-flight count stands alone;
-- latency: router.policy.DEFAULT_SERVICE_S until a request to the specialist has finished.
+- latency: router.policy.DEFAULT_SERVICE_S until a request to the specialist has finished; an estimate with
+  no new sample for LATENCY_FRESH_S (nothing sent there, nothing in flight) halves every LATENCY_HALF_LIFE_S
+  towards that default, so a specialist shunned after one slow spell is tried, and re-measured, again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from router.routing import Load
 from serve.cluster_metrics import ServeMetricsPoller
 
 EWMA_ALPHA = 0.2
+LATENCY_FRESH_S = 30.0
+LATENCY_HALF_LIFE_S = 30.0
 DOWN_FOR_S = 15.0  # after a specialist fails, `auto` tries it last for this long (Serve restarts it meanwhile)
 
 
@@ -40,6 +44,7 @@ class _Counters:
     in_flight: int = 0
     ewma_latency_s: float | None = None
     ewma_ttft_s: float | None = None
+    sampled_at: float = float("-inf")
     failed_at: float = float("-inf")
 
 
@@ -61,6 +66,7 @@ class LoadTracker:
         finally:
             counters.in_flight -= 1
             counters.ewma_latency_s = _ewma(counters.ewma_latency_s, time.monotonic() - start)
+            counters.sampled_at = time.monotonic()
 
     def first_token(self, name: str, seconds: float) -> None:
         """Time from dispatch to the specialist's first packet (the whole answer when not streaming)."""
@@ -77,11 +83,23 @@ class LoadTracker:
     def snapshot(self) -> dict[str, Load]:
         return {spec.name: self._load(spec) for spec in self.profile.specialists}
 
-    def _load(self, spec: Specialist) -> Load:
-        counters = self._counters[spec.name]
-        defaults = []
+    def _latency_estimate(self, counters: _Counters, defaults: list[str]) -> float | None:
+        """The EWMA latency, aged towards the default while it is stale; how it was made is added to `defaults`."""
         if counters.ewma_latency_s is None:
             defaults.append(f"latency: no finished request yet, {DEFAULT_SERVICE_S:g} s assumed")
+            return None
+        idle_s = time.monotonic() - counters.sampled_at
+        if counters.in_flight or idle_s <= LATENCY_FRESH_S:
+            return counters.ewma_latency_s
+        decay = 0.5 ** ((idle_s - LATENCY_FRESH_S) / LATENCY_HALF_LIFE_S)
+        aged = DEFAULT_SERVICE_S + (counters.ewma_latency_s - DEFAULT_SERVICE_S) * decay
+        defaults.append(f"latency: last sample {idle_s:.0f} s ago, {counters.ewma_latency_s:.3g} s aged to {aged:.3g} s")
+        return aged
+
+    def _load(self, spec: Specialist) -> Load:
+        counters = self._counters[spec.name]
+        defaults: list[str] = []
+        latency_s = self._latency_estimate(counters, defaults)
         sample = self.serve_metrics.fresh(spec.name) if self.serve_metrics else None
         if sample is None:
             why = "no metrics_url" if self.serve_metrics is None else "serve metrics missing or stale"
@@ -92,7 +110,7 @@ class LoadTracker:
             serve_queued=sample.queued if sample else None,
             replicas=max(1, sample.replicas if sample else spec.deployment.autoscaling.min_replicas),
             slots_per_replica=slots_per_replica(spec),
-            ewma_latency_s=counters.ewma_latency_s,
+            ewma_latency_s=latency_s,
             ewma_ttft_s=counters.ewma_ttft_s,
             defaults=tuple(defaults),
         )

@@ -8,7 +8,8 @@ import pytest
 
 from router.catalog import load_profile
 from serve.cluster_metrics import STALE_AFTER_S, ServeMetricsPoller, ServeSample, parse_serve_metrics
-from serve.load import LoadTracker, slots_per_replica
+from router.policy import DEFAULT_SERVICE_S
+from serve.load import LATENCY_FRESH_S, LATENCY_HALF_LIFE_S, LoadTracker, slots_per_replica
 
 # Trimmed from a real `curl 127.0.0.1:8080/metrics` of the tiny profile (Ray 2.60): two coder replicas.
 METRICS = """\
@@ -75,3 +76,17 @@ def test_an_unreachable_metrics_endpoint_keeps_serving_and_records_why(tiny):
 
     asyncio.run(poll_once())
     assert poller.last_error and poller.fresh("tiny-coder") is None
+
+
+def test_a_stale_latency_estimate_ages_towards_the_default_and_says_so(tiny):
+    """A specialist shunned after one slow spell gets no new samples; its estimate must not stay high forever."""
+    tracker = LoadTracker(tiny)
+    counters = tracker._counters["tiny-coder"]
+    counters.ewma_latency_s, counters.sampled_at = 41.0, time.monotonic()
+    assert tracker.snapshot()["tiny-coder"].ewma_latency_s == 41.0
+    counters.sampled_at = time.monotonic() - LATENCY_FRESH_S - LATENCY_HALF_LIFE_S
+    aged = tracker.snapshot()["tiny-coder"]
+    assert aged.ewma_latency_s == pytest.approx(DEFAULT_SERVICE_S + 20.0, rel=0.01)  # one half-life: halfway there
+    assert any("aged to" in d for d in aged.defaults)
+    with tracker.track("tiny-coder"):  # something in flight: the estimate is live, not aged
+        assert tracker.snapshot()["tiny-coder"].ewma_latency_s == 41.0
