@@ -213,6 +213,11 @@ class Profile(_Strict):
         raise KeyError(name)
 
     @property
+    def max_engine_replicas(self) -> int:
+        """Engine workers at maximum scale: the logical CPUs a CPU-profile Ray cluster must advertise to place them."""
+        return sum(s.deployment.autoscaling.max_replicas * s.engine.tensor_parallel_size for s in self.specialists)
+
+    @property
     def names(self) -> list[str]:
         return [s.name for s in self.specialists]
 

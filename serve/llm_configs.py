@@ -72,8 +72,3 @@ def llm_config(spec: Specialist, profile: Profile, cache_dir: Path) -> LLMConfig
         **({"callback_config": {"callback_class": PreparedWeightsCallback}} if spec.is_prepared_locally else {}),
         **accelerator,
     )
-
-
-def logical_cpus_needed(profile: Profile) -> int:
-    """Logical CPUs a CPU-profile cluster must advertise so every engine replica (at max scale) can be placed."""
-    return sum(s.deployment.autoscaling.max_replicas * s.engine.tensor_parallel_size for s in profile.specialists)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from router.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
-from serve.llm_configs import PREFIX_AFFINITY_ROUTER, deployment_config, engine_arg_names, engine_kwargs, llm_config, logical_cpus_needed
+from serve.llm_configs import PREFIX_AFFINITY_ROUTER, deployment_config, engine_arg_names, engine_kwargs, llm_config
 
 
 def test_gpu_profile_builds_an_llm_config_per_specialist_with_valid_engine_args(tmp_path: Path):
@@ -30,7 +30,7 @@ def test_cpu_profiles_use_the_cpu_accelerator_and_zero_cpu_replica_actors(profil
         kwargs = engine_kwargs(spec)
         assert set(kwargs) <= engine_arg_names()
         assert kwargs.get("quantization") != "fp8", "fp8 does not run on vLLM-CPU; keep it in the gpu profile"
-    assert logical_cpus_needed(profile) >= len(profile.specialists)
+    assert profile.max_engine_replicas >= len(profile.specialists)
 
 
 def test_request_router_is_rays_default_unless_the_catalog_asks_for_prefix_affinity():
