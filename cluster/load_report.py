@@ -25,6 +25,10 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
 
 
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
 def _error_kind(error: str) -> str:
     """Group error texts: the HTTP reason, or the exception's last line (a traceback's first line says nothing)."""
     return (error.strip().splitlines() or ["unknown"])[-1][:80]
@@ -105,6 +109,8 @@ def summarise(config: dict, shape: LoadShape, results: list[dict], samples: list
         "throughput_req_per_s": round(len(ok) / wall_s, 3) if wall_s else 0.0,
         "throughput_tokens_per_s": round(sum(r["output_tokens"] for r in ok) / wall_s, 2) if wall_s else 0.0,
         "routing_mix": _routing_mix(samples),
+        "answered_by": dict(Counter(r["answered_by"] for r in ok if r.get("answered_by"))),
+        "mean_predicted_quality": _mean([r["predicted_quality"] for r in ok if r.get("predicted_quality") is not None]),
         "autoscaling": _autoscaling(samples, shape.duration_s / 3 if shape.kind == "step" else None),
     }
     width = max(MIN_WINDOW_S, round(shape.duration_s / WINDOWS))

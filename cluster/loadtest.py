@@ -6,6 +6,13 @@ own benchmark client (`vllm.benchmarks.lib.endpoint_request_func`, what `vllm be
 mean what they mean in vLLM's benchmarks. Meanwhile Serve's REST API (replicas and the autoscaler's target per
 deployment) and its Prometheus metrics (requests per deployment) are sampled every second. Writes
 `report.json` and `report.png` (cluster/load_report.py) into --out.
+
+`--policy router` (default) lets the router choose (`--model auto`, knobs in `--router`; `{"latency": 0,
+"cost": 0}` makes it quality-only). `--policy pow2` / `random` are the quality-blind baselines, run here in
+the client: it pins each request to a specialist -- the one with fewer of its own requests in flight out of two
+drawn at random, or one at random. Every request's answering specialist (the router's `x-routed-model` header)
+and the trained scorer's predicted quality for it are recorded, so runs of different policies compare on
+latency and on the quality they delivered.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from vllm.benchmarks.lib.endpoint_request_func import (
 
 from cluster.load_report import summarise, write_plot
 from cluster.load_shapes import SHAPES, LoadShape, arrival_times
+from cluster.scored_prompts import predicted_quality
 from router import data
+from router.catalog import default_cache_dir, load_profile
 from serve.cluster_metrics import sum_by_deployment
 
 HOST = "127.0.0.1"
@@ -47,6 +56,32 @@ def mixed_prompts(n: int, seed: int) -> list[dict]:
     domains = sorted(by_domain)
     picked = [rng.choice(by_domain[domains[i % len(domains)]]) for i in range(n)]
     return [{"domain": p["domain"], "prompt": p["prompt"][:PROMPT_CHARS]} for p in picked]
+
+
+class ClientBalancer:
+    """The quality-blind baselines: pin each request to a specialist by this client's own in-flight counts."""
+
+    def __init__(self, policy: str, names: list[str], seed: int) -> None:
+        self.policy, self.names, self.rng = policy, names, random.Random(seed)
+        self.in_flight = dict.fromkeys(names, 0)
+
+    def pick(self) -> str:
+        if self.policy == "random":
+            return self.rng.choice(self.names)
+        a, b = self.rng.sample(self.names, 2)
+        return a if self.in_flight[a] <= self.in_flight[b] else b
+
+
+def routed_model_recorder(answered_by: dict[str, str]) -> aiohttp.TraceConfig:
+    """Record each response's `x-routed-model` by request id (vLLM's client returns no headers)."""
+
+    async def on_request_end(session, context, params: aiohttp.TraceRequestEndParams) -> None:
+        if (request_id := params.headers.get("x-request-id")) and (model := params.response.headers.get("x-routed-model")):
+            answered_by[request_id] = model
+
+    config = aiohttp.TraceConfig()
+    config.on_request_end.append(on_request_end)
+    return config
 
 
 class ServeWatcher:
@@ -96,6 +131,10 @@ async def run(args: argparse.Namespace) -> dict:
     shape = LoadShape(args.shape, args.base, args.peak, args.duration, burst_s=args.burst_s, period_s=args.period_s)
     times = arrival_times(shape, args.max_requests, args.seed)
     prompts = mixed_prompts(len(times), args.seed)
+    profile = load_profile(args.profile)
+    quality = predicted_quality(profile, [p["prompt"] for p in prompts], default_cache_dir())
+    balancer = ClientBalancer(args.policy, profile.names, args.seed) if args.policy != "router" else None
+    answered_by: dict[str, str] = {}
     extra_body = {"router": json.loads(args.router)} if args.router else None
     url = f"{args.base_url}/v1/chat/completions"
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
@@ -103,23 +142,32 @@ async def run(args: argparse.Namespace) -> dict:
     results: list[dict] = []
     progress = tqdm(total=len(times), desc=f"{args.shape} load", unit="req", disable=args.quiet)
 
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, trace_configs=[routed_model_recorder(answered_by)]) as session:
         start = time.perf_counter()
         stop = asyncio.Event()
         watch = asyncio.create_task(watcher.run(session, start, stop))
 
-        async def one(at: float, item: dict) -> None:
+        async def one(i: int, at: float, item: dict, scores: dict[str, float]) -> None:
             await asyncio.sleep(max(0.0, at - (time.perf_counter() - start)))
+            model = balancer.pick() if balancer else args.model
+            if balancer:
+                balancer.in_flight[model] += 1
             request = RequestFuncInput(
-                prompt=item["prompt"], api_url=url, prompt_len=0, output_len=args.max_tokens, model=args.model,
-                extra_body=extra_body,
+                prompt=item["prompt"], api_url=url, prompt_len=0, output_len=args.max_tokens, model=model,
+                extra_body=extra_body, request_id=f"loadtest-{args.seed}-{i}",
             )
             output: RequestFuncOutput = await async_request_openai_chat_completions(request, session)
+            if balancer:
+                balancer.in_flight[model] -= 1
             row = {k: v for k, v in asdict(output).items() if k in ("success", "latency", "ttft", "output_tokens", "error")}
-            results.append({**row, "sent_s": round(output.start_time - start, 3), "domain": item["domain"]})
+            by = answered_by.get(request.request_id)
+            results.append({
+                **row, "sent_s": round(output.start_time - start, 3), "domain": item["domain"], "answered_by": by,
+                "predicted_quality": round(scores[by], 4) if by in scores else None,
+            })
             progress.update()
 
-        await asyncio.gather(*(one(at, item) for at, item in zip(times, prompts)))
+        await asyncio.gather(*(one(i, at, item, q) for i, (at, item, q) in enumerate(zip(times, prompts, quality))))
         await asyncio.sleep(args.tail)  # keep watching: the scale-down after the load is part of the run
         stop.set()
         await watch
@@ -141,6 +189,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--period-s", type=float, default=60.0)
     parser.add_argument("--max-requests", type=int, default=500, help="hard bound on requests sent")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--profile", default="local", help="the served profile: its specialists and scorer")
+    parser.add_argument("--policy", choices=("router", "pow2", "random"), default="router",
+                        help="router: --model/--router decide; pow2/random: quality-blind baselines pinned by this client")
     parser.add_argument("--model", default="auto")
     parser.add_argument("--router", default="", help='JSON of the request\'s router knobs, e.g. \'{"latency": 0}\'')
     parser.add_argument("--request-timeout", type=float, default=300.0)
@@ -154,12 +205,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def write_report(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_plot(report, out / "report.png")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = asyncio.run(run(args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_plot(report, args.out / "report.png")
+    write_report(report, args.out)
     json.dump(report["summary"], sys.stdout, indent=2)
     print(f"\nwrote {args.out / 'report.json'} and {args.out / 'report.png'}")
 

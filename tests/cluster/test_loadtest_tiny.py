@@ -12,7 +12,7 @@ def step_report(tiny_url, tmp_path_factory):
     """Step load (0.5 -> 3.5 -> 0.5 req/s, about one replica's capacity) pinned to tiny-general, long enough for it to scale 1 -> 2 -> 1."""
     out = tmp_path_factory.mktemp("loadtest")
     cmd = [sys.executable, "-m", "cluster.loadtest", "--base-url", tiny_url, "--shape", "step", "--base", "0.5", "--peak", "3.5",
-           "--duration", "330", "--max-requests", "600", "--max-tokens", "32", "--model", "tiny-general", "--tail", "50",
+           "--duration", "330", "--max-requests", "600", "--max-tokens", "32", "--profile", "tiny", "--model", "tiny-general", "--tail", "50",
            "--out", str(out), "--quiet"]
     subprocess.run(cmd, check=True, timeout=600)
     return out, json.loads((out / "report.json").read_text())
@@ -22,8 +22,11 @@ def test_report_has_the_promised_files_and_fields(step_report):
     out, report = step_report
     assert (out / "report.png").stat().st_size > 10_000
     summary = report["summary"]
-    for key in ("requests", "ok", "failed", "errors", "latency_s", "ttft_s", "throughput_req_per_s", "routing_mix", "autoscaling"):
+    for key in ("requests", "ok", "failed", "errors", "latency_s", "ttft_s", "throughput_req_per_s", "routing_mix", "autoscaling",
+                "answered_by", "mean_predicted_quality"):
         assert key in summary
+    assert summary["answered_by"] == {"tiny-general": summary["ok"]}  # every answer's x-routed-model was recorded
+    assert 0 <= summary["mean_predicted_quality"] <= 1
     assert summary["requests"] > 100 and set(summary["latency_s"]) == {"p50", "p95", "p99"}
     assert report["windows"] and report["serve"] and {"latency_s", "ttft_s", "errors"} <= set(report["windows"][0])
 
