@@ -1,4 +1,4 @@
-"""`python -m router {data,train,eval,quality-eval,label}`: every number in docs/router comes from these."""
+"""`python -m router {data,train,eval,quality-eval,label,cost-curve}`: every number in docs/router comes from these."""
 
 from __future__ import annotations
 
@@ -76,7 +76,17 @@ def cmd_quality_eval(args: argparse.Namespace) -> dict:
 def cmd_label(args: argparse.Namespace) -> dict:
     from router.label import label
 
-    return label(args.profile, args.specialists, args.n, args.base_url, args.matrix, args.seed, args.timeout)
+    return label(args.profile, args.specialists, args.n, args.base_url, args.matrix, args.seed, args.timeout,
+                 args.concurrency)
+
+
+def cmd_cost_curve(args: argparse.Namespace) -> dict:
+    from router.cost_curve import cost_curve, plot
+
+    report = cost_curve(args.matrix, args.profile, FitConfig(seed=args.seed))
+    if args.plot:
+        plot(report, args.plot)
+    return report
 
 
 def parser() -> argparse.ArgumentParser:
@@ -126,10 +136,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     s.add_argument("--timeout", type=float, default=120.0, help="seconds per completion")
     s.add_argument("--matrix", type=Path, help="quality-matrix CSV to write (default .cache/router/quality/<profile>.csv)")
+    s.add_argument("--concurrency", type=int, default=4, help="requests in flight per specialist")
+
+    s = add("cost-curve", "the auto policy's cost-quality curve (APGR) on a labeled quality matrix")
+    s.add_argument("--matrix", type=Path, required=True, help="a CSV written by `label`")
+    s.add_argument("--profile", default="local")
+    s.add_argument("--plot", type=Path, help="write the cost-quality PNG here")
     return p
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "quality-eval": cmd_quality_eval, "label": cmd_label}
+COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "quality-eval": cmd_quality_eval, "label": cmd_label,
+            "cost-curve": cmd_cost_curve}
 
 
 def main(argv: list[str] | None = None) -> int:
