@@ -38,6 +38,8 @@ def test_request_router_is_rays_default_unless_the_catalog_asks_for_prefix_affin
     configs = {spec.name: deployment_config(spec, profile) for spec in profile.specialists}
     assert "request_router_config" not in configs["tiny-pow2"]  # Ray's default: power of two choices
     assert configs["tiny-affinity"]["request_router_config"] == {"request_router_class": PREFIX_AFFINITY_ROUTER, "request_router_kwargs": {}}
+    gated = configs["tiny-affinity-gated"]["request_router_config"]["request_router_kwargs"]
+    assert gated == {"imbalanced_threshold": 2}  # balance by load once the replicas' queues differ by more than 2
     module, _, name = PREFIX_AFFINITY_ROUTER.partition(":")
     assert hasattr(importlib.import_module(module), name)  # the class path Ray Serve will import exists
 
