@@ -42,11 +42,18 @@ def deployment_name(specialist: str) -> str:
     return f"LLMServer:{specialist}"
 
 
+def _lines_of(text: str, metrics: set[str]) -> str:
+    """Only the named metrics' lines: a Ray node exports ~1 MB of histograms, and parsing all of it took ~120 ms
+    of the ingress's event loop every poll (measured on `local`), against ~1 ms with this string filter first."""
+    prefixes = tuple(metrics) + tuple(f"# {kind} {m} " for m in metrics for kind in ("HELP", "TYPE"))
+    return "\n".join(line for line in text.splitlines() if line.startswith(prefixes)) + "\n"
+
+
 def sum_by_deployment(text: str, metrics: set[str], label: str = "deployment") -> dict[str, dict[str, float]]:
     """Prometheus text -> {deployment: {metric: sum over its series}} for the named metrics (vLLM's own
     metrics carry the specialist in `model_name` instead: pass that as the label)."""
     totals: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(metrics, 0.0))
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(_lines_of(text, metrics)):
         for sample in family.samples:
             deployment = sample.labels.get(label)
             if sample.name in metrics and deployment:

@@ -90,3 +90,21 @@ def test_a_stale_latency_estimate_ages_towards_the_default_and_says_so(tiny):
     assert any("aged to" in d for d in aged.defaults)
     with tracker.track("tiny-coder"):  # something in flight: the estimate is live, not aged
         assert tracker.snapshot()["tiny-coder"].ewma_latency_s == 41.0
+
+
+def test_other_metrics_in_the_text_are_skipped_without_changing_the_sums():
+    """A Ray node exports ~1 MB of other series; only the named ones are parsed, and a name that merely starts
+    like a wanted one is not summed in."""
+    noise = """\
+# HELP ray_serve_replica_processing_queries_total A made-up counter whose name extends a wanted one.
+# TYPE ray_serve_replica_processing_queries_total counter
+ray_serve_replica_processing_queries_total{application="specialists",deployment="LLMServer:tiny-coder",replica="a"} 99.0
+# HELP ray_serve_http_request_latency_ms Latency.
+# TYPE ray_serve_http_request_latency_ms histogram
+ray_serve_http_request_latency_ms_bucket{application="specialists",deployment="LLMServer:tiny-coder",le="1.0"} 5.0
+ray_serve_http_request_latency_ms_bucket{application="specialists",deployment="LLMServer:tiny-coder",le="+Inf"} 7.0
+ray_serve_http_request_latency_ms_count{application="specialists",deployment="LLMServer:tiny-coder"} 7.0
+ray_serve_http_request_latency_ms_sum{application="specialists",deployment="LLMServer:tiny-coder"} 3.0
+"""
+    samples = parse_serve_metrics(noise + METRICS, ["tiny-coder", "tiny-general"], at=1.0)
+    assert samples == {"tiny-coder": ServeSample(replicas=2, ongoing=7, queued=3, at=1.0)}
