@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(loadtest.run(warmup))
     for name in args.policies.split(","):
         client_policy, knobs = POLICIES[name]
-        router = ["--router", json.dumps(knobs(args.slo_s))] if knobs(args.slo_s) else []
+        router = ["--router", json.dumps(request_knobs)] if (request_knobs := knobs(args.slo_s)) else []
         loadtest_args = loadtest_arguments(args, args.duration, ["--seed", str(args.seed), "--policy", client_policy, *router])
         settled_s = wait_until_settled(loadtest_args.dashboard_url, minimum)
         print(f"{name}: settled in {settled_s:.0f} s; running {args.duration:.0f} s of arrivals", flush=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from router.catalog import load_profile
+from router.catalog import Profile, load_profile
 from router.encoder import MiniLMEncoder
 from router.policy import Weights, normalised_costs, rank
 from router.routing import Router
@@ -61,9 +61,8 @@ def crossfit_quality(prompts: list[str], outcomes: torch.Tensor, config: FitConf
     return predicted
 
 
-def sweep(profile_name: str, quality: torch.Tensor, outcomes: torch.Tensor) -> list[dict]:
+def sweep(profile: Profile, quality: torch.Tensor, outcomes: torch.Tensor) -> list[dict]:
     """One (cost weight, mean normalised cost, accuracy, mix) point per cost weight, choices made by `rank`."""
-    profile = load_profile(profile_name)
     costs = torch.tensor([normalised_costs(profile)[n] for n in profile.names])
     points = []
     for weight in COST_WEIGHTS:
@@ -116,8 +115,8 @@ def cost_curve(matrix: Path, profile_name: str, config: FitConfig = FitConfig())
     ends = ((single[weak]["cost"], single[weak]["accuracy"]), (single[strong]["cost"], single[strong]["accuracy"]))
     oracle = outcomes.max(dim=1).values.mean()
     curves = {
-        "auto_deployed": sweep(profile_name, deployed_quality(Router.from_profile(profile), prompts), outcomes),
-        "auto_crossfit": sweep(profile_name, crossfit_quality(prompts, outcomes, config), outcomes),
+        "auto_deployed": sweep(profile, deployed_quality(Router.from_profile(profile), prompts), outcomes),
+        "auto_crossfit": sweep(profile, crossfit_quality(prompts, outcomes, config), outcomes),
     }
     return {
         "matrix": str(matrix), "profile": profile_name, "n": len(prompts), "single": single, "weak": weak, "strong": strong,
