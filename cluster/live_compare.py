@@ -24,7 +24,9 @@ import urllib.request
 from pathlib import Path
 
 from cluster import loadtest
+from cluster.serve_status import APPLICATIONS_PATH, replicas_by_deployment
 from router.catalog import load_profile
+from serve.cluster_metrics import deployment_name
 
 POLICIES = {
     "quality_load": ("router", lambda slo_s: {"latency_budget_s": slo_s}),
@@ -39,15 +41,10 @@ def wait_until_settled(dashboard_url: str, minimum: dict[str, int]) -> float:
     """Block until every specialist runs exactly its minimum replicas (the last run's scale-up has drained)."""
     start = time.monotonic()
     while time.monotonic() - start < SETTLE_TIMEOUT_S:
-        with urllib.request.urlopen(f"{dashboard_url}/api/serve/applications/", timeout=10) as response:
-            apps = json.load(response)["applications"]
-        settled = {}
-        for app in apps.values():
-            for name, deployment in app["deployments"].items():
-                specialist = name.removeprefix("LLMServer:")
-                if specialist in minimum:
-                    settled[specialist] = [r["state"] for r in deployment["replicas"]] == ["RUNNING"] * minimum[specialist]
-        if len(settled) == len(minimum) and all(settled.values()):
+        with urllib.request.urlopen(f"{dashboard_url}{APPLICATIONS_PATH}", timeout=10) as response:
+            replicas = replicas_by_deployment(json.load(response))
+        counts = [replicas.get(deployment_name(name), {}) for name in minimum]
+        if all(c.get("running") == c.get("total") == minimum[name] for c, name in zip(counts, minimum)):
             return time.monotonic() - start
         time.sleep(2)
     raise SystemExit(f"replicas did not settle to {minimum} within {SETTLE_TIMEOUT_S} s")

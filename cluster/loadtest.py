@@ -36,6 +36,7 @@ from vllm.benchmarks.lib.endpoint_request_func import (
 
 from cluster.load_report import summarise, write_plot
 from cluster.load_shapes import SHAPES, LoadShape, arrival_times
+from cluster.serve_status import APPLICATIONS_PATH, replicas_by_deployment
 from cluster.scored_prompts import predicted_quality
 from router import data
 from router.catalog import default_cache_dir, load_profile
@@ -104,17 +105,8 @@ class ServeWatcher:
     async def _read(self, session: aiohttp.ClientSession) -> dict:
         sample: dict = {}
         try:
-            async with session.get(f"{self.dashboard_url}/api/serve/applications/") as response:
-                apps = (await response.json())["applications"]
-            sample["deployments"] = {
-                name: {
-                    "running": sum(r["state"] == "RUNNING" for r in dep["replicas"]),
-                    "starting": sum(r["state"] == "STARTING" for r in dep["replicas"]),
-                    "target": dep.get("target_num_replicas"),
-                }
-                for app in apps.values()
-                for name, dep in app["deployments"].items()
-            }
+            async with session.get(f"{self.dashboard_url}{APPLICATIONS_PATH}") as response:
+                sample["deployments"] = replicas_by_deployment(await response.json())
         except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as error:
             sample["error"] = f"serve status: {error}"
         if self.metrics_url:

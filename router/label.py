@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from router.catalog import default_cache_dir, load_profile
+from router.catalog import REPO_ROOT, default_cache_dir, load_profile
 from router.data import load
 from router.graders import grade
 
@@ -73,4 +73,5 @@ def label(profile_name: str, specialists: list[str] | None, n: int, base_url: st
             writer.writerow([item["prompt"], item["source"], item["domain"], *(results[name][i] for name in names)])
     kinds = Counter(item["check"]["kind"] for item in items)
     accuracy = {name: round(sum(v) / max(1, len(v)), 4) for name, v in results.items()}
-    return {"matrix": str(out), "n": len(items), "kinds": dict(kinds), "accuracy": accuracy}
+    matrix = out.resolve()  # the report is committed: name the matrix relative to the checkout when it is inside it
+    return {"matrix": str(matrix.relative_to(REPO_ROOT) if matrix.is_relative_to(REPO_ROOT) else matrix), "n": len(items), "kinds": dict(kinds), "accuracy": accuracy}

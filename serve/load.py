@@ -4,7 +4,8 @@ Router-side signals are exact and instant: requests this router replica has in f
 time to first token. Ray Serve's signals (healthy replicas, requests at the replicas from every router replica,
 requests queued in handles) come from ServeMetricsPoller, fresh within ~1 s. Anything missing or stale falls
 back to a documented default, named in `Load.defaults` and so in the decision trace:
-- replicas: the deployment's min_replicas (what Serve keeps running at least);
+- replicas: the deployment's min_replicas (what Serve keeps running at least), also while Serve reports no
+  healthy replica (right after start-up the health series appears after the others);
 - Serve's ongoing/queued: this router's own in-flight count stands alone;
 - latency: router.policy.DEFAULT_SERVICE_S until a request to the specialist has finished; an estimate with
   no new sample for LATENCY_FRESH_S (nothing sent there, nothing in flight) halves every LATENCY_HALF_LIFE_S
@@ -104,11 +105,13 @@ class LoadTracker:
         if sample is None:
             why = "no metrics_url" if self.serve_metrics is None else "serve metrics missing or stale"
             defaults.append(f"serve: {why}; min_replicas and this router's in-flight count used")
+        if sample and not sample.replicas:
+            defaults.append("replicas: Serve reports none healthy (starting, or its health series not exported yet); min_replicas used")
         return Load(
             in_flight=counters.in_flight,
             serve_ongoing=sample.ongoing if sample else None,
             serve_queued=sample.queued if sample else None,
-            replicas=max(1, sample.replicas if sample else spec.deployment.autoscaling.min_replicas),
+            replicas=max(1, (sample and sample.replicas) or spec.deployment.autoscaling.min_replicas),
             slots_per_replica=slots_per_replica(spec),
             ewma_latency_s=latency_s,
             ewma_ttft_s=counters.ewma_ttft_s,

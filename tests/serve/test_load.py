@@ -57,6 +57,16 @@ def test_stale_metrics_degrade_to_min_replicas_and_say_so(tiny):
     assert coder.serve_ongoing is None and any("stale" in d for d in coder.defaults)
 
 
+def test_no_healthy_replica_reported_falls_back_to_min_replicas_and_says_so(tiny):
+    """Right after start-up Serve exports its queue series before its health series."""
+    without_health = "\n".join(line for line in METRICS.splitlines() if "replica_healthy" not in line)
+    poller = ServeMetricsPoller("unused", tiny.names)
+    poller.samples = parse_serve_metrics(without_health, tiny.names, at=time.monotonic())
+    coder = LoadTracker(tiny, poller).snapshot()["tiny-coder"]
+    assert coder.replicas == tiny.specialist("tiny-coder").deployment.autoscaling.min_replicas
+    assert coder.serve_ongoing == 7 and any("none healthy" in d for d in coder.defaults)
+
+
 def test_without_metrics_url_router_side_load_stands_alone(tiny):
     tracker = LoadTracker(tiny)
     with tracker.track("tiny-coder"):
