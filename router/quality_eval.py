@@ -61,11 +61,18 @@ def read_excluded(files: list[Path]) -> set[str]:
 
 def curve(score: torch.Tensor, outcomes: torch.Tensor) -> list[float]:
     """Accuracy at each share of strong calls, the highest-scoring prompts going to the strong model."""
-    order = score.argsort(descending=True)
+    order = score.argsort(descending=True, stable=True)
     weak, strong = outcomes[order, 0], outcomes[order, 1]
     n = len(score)
     gain_prefix = torch.cat([torch.zeros(1), (strong - weak).cumsum(0)])
     return [float((weak.sum() + gain_prefix[round(share * n)]) / n) for share in SHARES]
+
+
+def subject_oracle_scores(files: list[Path], strong: str, weak: str, exclude: set[str]) -> torch.Tensor:
+    """Each prompt scored by its own file's true mean gain: a router that tells subjects apart perfectly and
+    nothing within a subject. Its APGR is the ceiling of subject-level routing, the context for the router's."""
+    parts = [read_pairs([path], strong, weak, exclude)[1] for path in files]
+    return torch.cat([(p[:, 1] - p[:, 0]).mean().expand(len(p)) for p in parts if len(p)])
 
 
 def summarise(accuracies: list[float], weak_acc: float, strong_acc: float) -> dict:
@@ -111,10 +118,12 @@ def quality_eval(train_files: list[Path], test_files: list[Path], strong: str, w
     router = fit_and_score(encoder, (train_prompts, train_outcomes), (test_prompts, test_outcomes), config)
     weak_acc, strong_acc = test_outcomes[:, 0].mean().item(), test_outcomes[:, 1].mean().item()
     random_acc = [weak_acc + s * (strong_acc - weak_acc) for s in SHARES]
+    oracle = summarise(curve(subject_oracle_scores(test_files, strong, weak, exclude), test_outcomes), weak_acc, strong_acc)
     return {
         "n": len(test_prompts), "n_train": len(train_prompts), "weak_acc": round(weak_acc, 4),
         "strong_acc": round(strong_acc, 4), **{k: router[k] for k in ("apgr", "cpt50", "cpt80")},
         "random": {k: v for k, v in summarise(random_acc, weak_acc, strong_acc).items() if k != "pgr"},
+        "subject_oracle": {k: v for k, v in oracle.items() if k != "pgr"},
         "curve": {"strong_share": SHARES, "router_pgr": router["pgr"]},
         "train_files": [Path(f).name for f in train_files], "test_files": [Path(f).name for f in test_files],
         "excluded_contaminated": len(exclude), "strong": strong, "weak": weak, "seed": config.seed,

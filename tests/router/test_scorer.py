@@ -109,3 +109,15 @@ def test_quality_eval_chooses_epochs_on_train_files_only(tmp_path):
     report = quality_eval(train_files, test_files, "gpt-4", "mixtral", epoch_candidates=(1, 2))
     assert report["validation"]["files"] == ["train0.csv", "train4.csv"]
     assert report["epochs"] in (1, 2) and report["n"] == 12 and 0 <= report["cpt50"] <= 1
+    assert set(report["subject_oracle"]) == {"apgr", "cpt50", "cpt80"}
+
+
+def test_subject_oracle_scores_each_prompt_by_its_files_true_gain(tmp_path):
+    from router.quality_eval import subject_oracle_scores
+
+    gains = {"law": ("False", "True"), "math": ("True", "True")}  # (weak right, strong right) on every prompt
+    files = []
+    for name, (weak, strong) in gains.items():
+        files.append(tmp_path / f"{name}.csv")
+        files[-1].write_text("prompt,mixtral,gpt-4\n" + "".join(f"{name} question {i}?,{weak},{strong}\n" for i in range(3)))
+    assert subject_oracle_scores(files, "gpt-4", "mixtral", {"math question 0?"}).tolist() == [1, 1, 1, 0, 0]
