@@ -28,12 +28,14 @@ import aiohttp
 import numpy as np
 from vllm.benchmarks.lib.endpoint_request_func import RequestFuncInput, async_request_openai_chat_completions
 
+from cluster.load_shapes import LoadShape, arrival_times
 from router import data
 from serve.cluster_metrics import sum_by_deployment
 
 PROFILE = "routing-bench"
 DEPLOYMENTS = ("tiny-pow2", "tiny-affinity", "tiny-affinity-gated")
 COUNTERS = {"ray_vllm_prefix_cache_hits_total", "ray_vllm_prefix_cache_queries_total"}
+MAX_REQUESTS = 10_000  # arrivals are bounded by --duration; this only caps a typo'd --rate
 METRICS_LAG_S = 4  # engine counters reach the metrics agent every RAY_metrics_report_interval_ms (1 s) plus export
 
 
@@ -106,11 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/bench/replica_router.json"))
     args = parser.parse_args(argv)
-    rng = random.Random(args.seed)
-    times, t = [], rng.expovariate(args.rate)
-    while t < args.duration:
-        times.append(t)
-        t += rng.expovariate(args.rate)
+    times = arrival_times(LoadShape("constant", args.rate, args.rate, args.duration), MAX_REQUESTS, args.seed)
     messages = workload(args.documents, args.document_chars, len(times), args.seed)
 
     from cluster.local import LocalCluster
