@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -71,6 +73,16 @@ class ClientBalancer:
             return self.rng.choice(self.names)
         a, b = self.rng.sample(self.names, 2)
         return a if self.in_flight[a] <= self.in_flight[b] else b
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[str]:
+        """Pick a specialist and count the request in flight on it until the block ends, however it ends."""
+        model = self.pick()
+        self.in_flight[model] += 1
+        try:
+            yield model
+        finally:
+            self.in_flight[model] -= 1
 
 
 def routed_model_recorder(answered_by: dict[str, str]) -> aiohttp.TraceConfig:
@@ -141,16 +153,12 @@ async def run(args: argparse.Namespace) -> dict:
 
         async def one(i: int, at: float, item: dict, scores: dict[str, float]) -> None:
             await asyncio.sleep(max(0.0, at - (time.perf_counter() - start)))
-            model = balancer.pick() if balancer else args.model
-            if balancer:
-                balancer.in_flight[model] += 1
-            request = RequestFuncInput(
-                prompt=item["prompt"], api_url=url, prompt_len=0, output_len=args.max_tokens, model=model,
-                extra_body=extra_body, request_id=f"loadtest-{args.seed}-{i}",
-            )
-            output: RequestFuncOutput = await async_request_openai_chat_completions(request, session)
-            if balancer:
-                balancer.in_flight[model] -= 1
+            with balancer.request() if balancer else contextlib.nullcontext(args.model) as model:
+                request = RequestFuncInput(
+                    prompt=item["prompt"], api_url=url, prompt_len=0, output_len=args.max_tokens, model=model,
+                    extra_body=extra_body, request_id=f"loadtest-{args.seed}-{i}",
+                )
+                output: RequestFuncOutput = await async_request_openai_chat_completions(request, session)
             row = {k: v for k, v in asdict(output).items() if k in ("success", "latency", "ttft", "output_tokens", "error")}
             by = answered_by.get(request.request_id)
             results.append({

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import torch
 from router.train import FitConfig
 
 THREADS = 2  # the machine's cores; the scorer is measured as the router runs it
-COST_SAMPLE = 2048  # prompts (a fixed random sample of the dataset) timed for the scoring cost
 
 
 def _emit(report: dict, args: argparse.Namespace) -> None:
@@ -55,11 +53,11 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 
 
 def _scoring_cost_of_checkpoint(checkpoint: Path, items: list[dict]) -> dict:
-    from router.evaluate import scoring_cost
+    from router.evaluate import cost_sample, scoring_cost
     from router.scorer import Scorer
 
     scorer = Scorer.load(checkpoint)
-    sample = random.Random(0).sample([i["prompt"] for i in items], min(COST_SAMPLE, len(items)))
+    sample = cost_sample(items)
     return {**scoring_cost(scorer, sample), "cost_sample": len(sample), "scorer": scorer.name}
 
 

@@ -18,6 +18,10 @@ int8-quantised graph was ~1.7x faster again but lost 1.8 points of leave-sources
 so it is not used (see docs/router/README.md). The embeddings (training cache included) all come from this
 graph. Several prompts are encoded in length-sorted batches of BATCH (padding is masked out of attention and
 pooling), so a prompt's vector depends on its batch-mates only by float rounding (~1e-7).
+
+Cheaper variants (only the first `layers` transformer layers, a shorter token window, int8 weights) exist for
+`cluster.bench_scorer`, which measures what each saves in scoring cost and loses leave-sources-out; the
+defaults are what the committed checkpoint was trained on.
 """
 
 from __future__ import annotations
@@ -35,23 +39,29 @@ from router.catalog import default_cache_dir
 from router.sources import ENCODER_PACKAGE, encoder_dir
 
 MAX_TOKENS = 128
+LAYERS = 6  # all of all-MiniLM-L6-v2's transformer layers
 BATCH = 16  # prompts per forward pass, after sorting by token count so a batch pads to nearly its own length
 # (measured on these 2 cores, 512 prompts: ~1.35x the prompts/s of one per call; batches of 32 no better)
 THREADS = 2  # onnxruntime intra-op threads (the machine's cores)
-RUNTIME = "onnxruntime-fp32"
 
 
-def onnx_path() -> Path:
-    return default_cache_dir() / "router" / "onnx" / f"minilm-l6-pooled-{RUNTIME}-{MAX_TOKENS}.onnx"
+def runtime(quantized: bool) -> str:
+    return f"onnxruntime-{'int8' if quantized else 'fp32'}"
 
 
-def build_onnx(path: Path) -> Path:
-    """Export the model with mean pooling + L2 norm to ONNX (fp32), write `path`."""
+def onnx_path(layers: int = LAYERS, quantized: bool = False) -> Path:
+    return default_cache_dir() / "router" / "onnx" / f"minilm-l{layers}-pooled-{runtime(quantized)}.onnx"
+
+
+def build_onnx(path: Path, layers: int = LAYERS, quantized: bool = False) -> Path:
+    """Export the model's first `layers` layers with mean pooling + L2 norm to ONNX (fp32, or dynamically
+    quantised to int8 weights), write `path`."""
     import tempfile
 
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(str(encoder_dir())).eval()
+    model.encoder.layer = model.encoder.layer[:layers]
 
     class Pooled(torch.nn.Module):
         def __init__(self) -> None:
@@ -69,12 +79,17 @@ def build_onnx(path: Path) -> Path:
     wrapper = Pooled().eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        fp32 = Path(tmp) / "model.onnx"
+        exported = Path(tmp) / "model.onnx"
         example = (torch.full((2, 16), 1000, dtype=torch.long), torch.ones(2, 16, dtype=torch.long))
-        torch.onnx.export(wrapper, example, str(fp32), input_names=["ids", "mask"], output_names=["embedding"],
+        torch.onnx.export(wrapper, example, str(exported), input_names=["ids", "mask"], output_names=["embedding"],
                           dynamic_axes={"ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"},
                                         "embedding": {0: "batch"}}, opset_version=17, dynamo=False)
-        fp32.replace(path)
+        if quantized:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(exported), str(Path(tmp) / "model-int8.onnx"), weight_type=QuantType.QInt8)
+            exported = Path(tmp) / "model-int8.onnx"
+        exported.replace(path)
     return path
 
 
@@ -84,7 +99,7 @@ _BUILD_LOCK = threading.Lock()
 class MiniLMEncoder:
     """Text -> 384-d unit vector; no network. `encode` is serialised by a lock (onnxruntime already uses every core)."""
 
-    def __init__(self, max_tokens: int = MAX_TOKENS) -> None:
+    def __init__(self, max_tokens: int = MAX_TOKENS, layers: int = LAYERS, quantized: bool = False) -> None:
         try:
             import onnxruntime as ort
         except ImportError as error:  # RuntimeError: Router.from_profile then falls back to keywords and says why
@@ -93,16 +108,18 @@ class MiniLMEncoder:
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_tokens)
-        path = onnx_path()
+        path = onnx_path(layers, quantized)
         with _BUILD_LOCK:
             if not path.exists():
-                build_onnx(path)
+                build_onnx(path, layers, quantized)
         options = ort.SessionOptions()
         options.intra_op_num_threads = THREADS
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # onnxruntime's default, made explicit
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.max_tokens = max_tokens
+        self.layers = layers
+        self.quantized = quantized
         self.dim = 384  # all-MiniLM-L6-v2 hidden size
         self._lock = threading.Lock()
 
@@ -114,7 +131,8 @@ class MiniLMEncoder:
     def info(self) -> dict:
         """What a checkpoint records so a mismatched encoder is caught at load time."""
         name = ENCODER_PACKAGE[0].split("==")[0]
-        return {"package": name, "version": version(name), "features": f"minilm-l6-mean-pooled-{RUNTIME}",
+        return {"package": name, "version": version(name),
+                "features": f"minilm-l{self.layers}-mean-pooled-{runtime(self.quantized)}",
                 "max_tokens": self.max_tokens, "dim": self.dim}
 
     def _forward(self, ids: list[list[int]]) -> torch.Tensor:

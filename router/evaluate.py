@@ -19,6 +19,7 @@ from router.scorer import Scorer, knn_probs, reference_set, role_probs
 from router.train import FitConfig, fit_head, role_targets
 
 DOMAIN_OF_ROLE_INDEX = [ROLE_DOMAIN[r] for r in ROLES]
+COST_SAMPLE = 2048  # prompts (a fixed random sample of the dataset) timed for the scoring cost
 
 
 def hit_rates(probs: torch.Tensor, domains: list[str]) -> dict:
@@ -58,15 +59,16 @@ def source_fold(source: str, folds: int) -> int:
     return int(hashlib.sha256(source.encode()).hexdigest(), 16) % folds
 
 
-def leave_sources_out(items: list[dict], folds: int = 10, config: FitConfig = FitConfig()) -> dict:
+def leave_sources_out(items: list[dict], folds: int = 10, config: FitConfig = FitConfig(),
+                      encoder: MiniLMEncoder | None = None) -> dict:
     """Every source (MMLU subject, benchmark) lands in one of `folds` groups; each group is predicted by a scorer
     (head ensemble + kNN vote, as `Scorer.predict` combines them) and baselines built from the other groups only;
-    the encoder is frozen, so its embeddings are computed once."""
+    the encoder (default: the deployed one) is frozen, so its embeddings are computed once."""
     texts = [i["prompt"] for i in items]
     domains = [i["domain"] for i in items]
     roles = role_targets(domains)
     fold_of = torch.tensor([source_fold(i["source"], folds) for i in items])
-    features = MiniLMEncoder().encode_cached(texts)
+    features = (encoder or MiniLMEncoder()).encode_cached(texts)
     predictions = {name: torch.zeros(len(items), len(ROLES)) for name in ("router", "random", "majority", "keyword", "knn")}
     for fold in range(folds):
         test = fold_of == fold
@@ -76,7 +78,7 @@ def leave_sources_out(items: list[dict], folds: int = 10, config: FitConfig = Fi
         head = fit_head(features[train_idx], roles[train_idx], config=config, groups=[items[i]["source"] for i in train_idx])
         with torch.inference_mode():
             reference = reference_set(features[train_idx], roles[train_idx])
-            predictions["router"][test_idx] = role_probs(head, features[test_idx], reference)
+            predictions["router"][test_idx] = role_probs(head(features[test_idx])[0], features[test_idx], reference)
         test_texts = [texts[i] for i in test_idx]
         for name, probs in baselines(features[train_idx], roles[train_idx], features[test_idx], test_texts, fold).items():
             predictions[name][test_idx] = probs
@@ -95,6 +97,11 @@ def per_source_top1(sources: list[str], hits: torch.Tensor) -> dict[str, float]:
     """Top-1 per held-out source, worst first: where the router generalises least."""
     totals, correct = Counter(sources), Counter(s for s, h in zip(sources, hits.tolist()) if h)
     return dict(sorted(((s, round(correct[s] / n, 4)) for s, n in totals.items()), key=lambda kv: kv[1]))
+
+
+def cost_sample(items: list[dict]) -> list[str]:
+    """The fixed random sample of dataset prompts that every scoring-cost figure is timed on."""
+    return random.Random(0).sample([i["prompt"] for i in items], min(COST_SAMPLE, len(items)))
 
 
 def scoring_cost(scorer: Scorer, texts: list[str], singles: int = 300, batch_size: int = 256) -> dict:

@@ -5,6 +5,9 @@ Role probabilities = the mean of the heads' softmax averaged 50/50 with the shar
 prompts (cosine) per role. Leave-sources-out the two disagree on different prompts, and the average beats both
 (docs/router/README.md). Per-model quality comes from the heads only.
 
+The kNN vote searches its reference in bfloat16 (half the bytes read per prompt as float32; leave-sources-out
+top-1 moved by 0.04 points, docs/router/README.md).
+
 A checkpoint is one torch file holding the heads' weights and the kNN reference embeddings (float16), the
 encoder it expects (the encoder itself comes from the installed package, it is not in the checkpoint), and how
 it was trained; `Scorer.load` refuses a mismatched one.
@@ -61,27 +64,28 @@ class HeadEnsemble(nn.Module):
 
 
 def knn_probs(train_x: torch.Tensor, train_roles: torch.Tensor, test_x: torch.Tensor, k: int = KNN_K) -> torch.Tensor:
-    """Vote shares of the k nearest training prompts (cosine on unit vectors)."""
+    """Vote shares of the k nearest training prompts (cosine on unit vectors, in `train_x`'s precision)."""
     out = []
     for chunk in test_x.split(1024):
-        nearest = (chunk @ train_x.T).topk(min(k, len(train_x)), dim=1).indices
+        nearest = (chunk.to(train_x.dtype) @ train_x.T).topk(min(k, len(train_x)), dim=1).indices
         out.append(nn.functional.one_hot(train_roles[nearest], len(ROLES)).float().mean(1))
     return torch.cat(out) if out else torch.zeros(0, len(ROLES))
 
 
-def role_probs(head: nn.Module, x: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    """The scorer's role probabilities for features `x`: heads, averaged with the kNN vote over `reference`
-    (features, role indices) when there is one. LOSO evaluation calls this too, so it measures what serves."""
-    probs = head(x)[0].softmax(-1)
+def role_probs(role_logits: torch.Tensor, x: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """The scorer's role probabilities for features `x` from the heads' role logits, averaged with the kNN vote over
+    `reference` (features, role indices) when there is one. LOSO evaluation calls this too, so it measures what serves."""
+    probs = role_logits.softmax(-1)
     if reference is not None:
         probs = (probs + knn_probs(reference[0], reference[1], x)) / 2
     return probs
 
 
 def reference_set(features: torch.Tensor, roles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kNN reference as a checkpoint stores it: role-labelled rows only, features rounded to float16."""
+    """The kNN reference as a loaded checkpoint holds it: role-labelled rows only, features stored as float16 and
+    searched in bfloat16."""
     keep = roles >= 0
-    return features[keep].half().float(), roles[keep]
+    return features[keep].half().bfloat16(), roles[keep]
 
 
 class Scorer:
@@ -105,7 +109,8 @@ class Scorer:
     def predict(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
             x = self.encoder.encode(texts)
-            return role_probs(self.head, x, self.reference), self.head(x)[1].sigmoid()
+            role_logits, model_logits = self.head(x)
+            return role_probs(role_logits, x, self.reference), model_logits.sigmoid()
 
     def save(self, path: Path, train_info: dict) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,5 +149,5 @@ class Scorer:
         knn = blob["knn"]
         if knn is not None and knn["k"] != KNN_K:
             raise ValueError(f"{path}: kNN k={knn['k']}, this code uses {KNN_K}")
-        reference = None if knn is None else (knn["x"].float(), knn["roles"].long())
+        reference = None if knn is None else (knn["x"].bfloat16(), knn["roles"].long())
         return cls(encoder, head, blob["models"], {"version": blob["version"], "train": blob["train"]}, reference)

@@ -1,0 +1,78 @@
+"""Benchmark: what a cheaper router encoder saves in scoring cost and loses in routing accuracy. Prints numbers;
+not a test.
+
+A variant is `layers:tokens:weights` -- the first `layers` of MiniLM's 6 transformer layers, a window of the
+first `tokens` WordPiece tokens, fp32 or int8 (onnxruntime dynamic quantisation) weights. For each one it runs
+the same leave-sources-out evaluation as `python -m router eval --loso` (same folds, head ensemble and kNN vote),
+then fits that scorer on all the data and times it as the router runs it (`router.evaluate.scoring_cost` on
+the fixed 2,048-prompt sample: single prompts, then batches of 256). `6:128:fp32` is the deployed encoder.
+
+    python -m cluster.bench_scorer --json --out docs/bench/scorer_variants.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from router import data
+from router.encoder import MiniLMEncoder
+from router.evaluate import cost_sample, leave_sources_out, scoring_cost
+from router.scorer import Scorer, reference_set
+from router.train import fit_head, role_targets
+
+VARIANTS = ("6:128:fp32", "6:128:int8", "6:64:fp32", "3:64:int8", "3:32:int8", "2:32:int8")
+THREADS = 2  # the machine's cores, as `python -m router` runs
+
+
+def encoder_of(variant: str) -> MiniLMEncoder:
+    """`layers:tokens:fp32|int8` -> that encoder (its ONNX graph is built on first use)."""
+    layers, tokens, weights = variant.split(":")
+    if weights not in ("fp32", "int8"):
+        raise SystemExit(f"{variant}: weights must be fp32 or int8")
+    return MiniLMEncoder(max_tokens=int(tokens), layers=int(layers), quantized=weights == "int8")
+
+
+def measure(variant: str, items: list[dict]) -> dict:
+    """Leave-sources-out hit rates and the scoring cost of the scorer built on one encoder variant."""
+    encoder = encoder_of(variant)
+    loso = leave_sources_out(items, encoder=encoder)
+    features = encoder.encode_cached([i["prompt"] for i in items])
+    roles = role_targets([i["domain"] for i in items])
+    head = fit_head(features, roles, groups=[i["source"] for i in items])
+    scorer = Scorer(encoder, head, [], {"version": variant}, reference_set(features, roles))
+    cost = scoring_cost(scorer, cost_sample(items))
+    return {"variant": variant, "loso_top1": loso["top1"], "loso_per_domain": loso["per_domain"],
+            "knn_baseline_top1": loso["knn"]["top1"], **cost}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated layers:tokens:fp32|int8")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    items = data.load()
+    load_before = os.getloadavg()[0]
+    rows = [measure(variant, items) for variant in args.variants.split(",")]
+    report = {"n": len(items), "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+              "variants": rows}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{'variant':<12} {'LOSO top-1':>10} {'p50 single':>11} {'batched':>12}")
+    for row in rows:
+        print(f"{row['variant']:<12} {row['loso_top1']:>10.1%} {row['latency_ms_p50_single']:>8.2f} ms "
+              f"{row['throughput_qps_batched']:>6.0f} /s")
+
+
+if __name__ == "__main__":
+    main()
