@@ -121,3 +121,14 @@ def test_subject_oracle_scores_each_prompt_by_its_files_true_gain(tmp_path):
         files.append(tmp_path / f"{name}.csv")
         files[-1].write_text("prompt,mixtral,gpt-4\n" + "".join(f"{name} question {i}?,{weak},{strong}\n" for i in range(3)))
     assert subject_oracle_scores(files, "gpt-4", "mixtral", {"math question 0?"}).tolist() == [1, 1, 1, 0, 0]
+
+
+def test_a_cheaper_encoder_variant_gives_unit_vectors_and_a_checkpoint_for_the_full_one_refuses_it(small_checkpoint):
+    from router.encoder import MiniLMEncoder
+
+    variant = MiniLMEncoder(max_tokens=32, layers=2, quantized=True)  # what `cluster.bench_scorer` measures
+    assert variant.info["features"] == "minilm-l2-mean-pooled-onnxruntime-int8"
+    vectors = variant.encode(["Write a Python function that reverses a list.", "What does the liver do?"])
+    assert vectors.shape == (2, 384) and vectors.norm(dim=1).allclose(torch.ones(2), atol=1e-4)
+    with pytest.raises(ValueError, match="trained for encoder"):
+        Scorer.load(small_checkpoint, encoder=variant)
