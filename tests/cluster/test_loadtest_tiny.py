@@ -9,7 +9,9 @@ import pytest
 
 @pytest.fixture(scope="module")
 def step_report(tiny_url, tmp_path_factory):
-    """Step load (0.5 -> 3.5 -> 0.5 req/s, about one replica's capacity) pinned to tiny-general, long enough for it to scale 1 -> 2 -> 1."""
+    """Step load (0.5 -> 3.5 -> 0.5 req/s) pinned to tiny-general, long enough for it to scale 1 -> 2 -> 1. At the peak one replica
+    keeps ~1.2 requests in flight (target 1: scale up), at the base ~0.15 (scale down), and its queue absorbs the peak while
+    the second replica starts."""
     out = tmp_path_factory.mktemp("loadtest")
     cmd = [sys.executable, "-m", "cluster.loadtest", "--base-url", tiny_url, "--shape", "step", "--base", "0.5", "--peak", "3.5",
            "--duration", "330", "--max-requests", "600", "--max-tokens", "32", "--profile", "tiny", "--model", "tiny-general", "--tail", "50",
