@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -34,7 +35,8 @@ def cmd_data(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> dict:
     from router.train import train
 
-    path = train(args.out_checkpoint, args.outcomes, FitConfig(epochs=args.epochs, seed=args.seed), limit=args.limit)
+    path = train(args.out_checkpoint, args.outcomes, FitConfig(epochs=args.epochs, seed=args.seed), limit=args.limit,
+                 student=args.student)
     return {"checkpoint": str(path), "bytes": path.stat().st_size}
 
 
@@ -44,8 +46,14 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     from router.scorer import Scorer
 
     if args.loso:
-        report = leave_sources_out(data.load(), folds=args.folds, config=FitConfig(epochs=args.epochs, seed=args.seed))
-        report.update(_scoring_cost_of_checkpoint(args.checkpoint, data.load()))
+        from router.distill import held_out_students
+
+        items = data.load()
+        students = held_out_students(items, args.folds, args.student, progress=True) if args.student else None
+        report = leave_sources_out(items, folds=args.folds, config=FitConfig(epochs=args.epochs, seed=args.seed),
+                                   encoder_for_fold=students)
+        report["student"] = asdict(args.student) if args.student else None
+        report.update(_scoring_cost_of_checkpoint(args.checkpoint, items))
         return report
     if not args.data:
         raise SystemExit("eval needs --data FILE.jsonl or --loso")
@@ -88,6 +96,7 @@ def cmd_cost_curve(args: argparse.Namespace) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
+    from router.distill import parse_student
     from router.quality_eval import EPOCH_CANDIDATES
     from router.scorer import DEFAULT_CHECKPOINT
 
@@ -109,6 +118,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--outcomes", type=Path, nargs="*", default=[], help="quality-matrix CSVs (prompt + bool per model)")
     s.add_argument("--epochs", type=int, default=FitConfig.epochs)
     s.add_argument("--limit", type=int, help="train on a random sample of this many role items")
+    s.add_argument("--student", type=parse_student, metavar="LAYERS:TOKENS",
+                   help="score with an int8 student of the encoder distilled to this size (router.distill)")
 
     s = add("eval", "role-routing hit rates, scoring cost and baselines")
     s.add_argument("--data", type=Path, help="JSONL with `prompt` and `domain` per line")
@@ -116,6 +127,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--folds", type=int, default=10)
     s.add_argument("--epochs", type=int, default=FitConfig.epochs)
     s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    s.add_argument("--student", type=parse_student, metavar="LAYERS:TOKENS",
+                   help="--loso with distilled int8 students, each held-out fold embedded by one that never saw it "
+                        "(the cost fields still time --checkpoint: train one with --student to time a student)")
 
     s = add("quality-eval", "strong/weak quality routing on per-model outcome CSVs")
     s.add_argument("--train", type=Path, nargs="+", required=True)

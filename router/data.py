@@ -208,6 +208,11 @@ def build(path: Path | None = None, force: bool = False) -> Path:
     return path
 
 
+def source_fold(source: str, folds: int) -> int:
+    """The leave-sources-out fold a source (MMLU subject, benchmark) belongs to: stable across runs and machines."""
+    return int(hashlib.sha256(source.encode()).hexdigest(), 16) % folds
+
+
 def load(path: Path | None = None) -> list[dict]:
     """The built dataset, building it first if it is missing."""
     return list(_jsonl(build(path)))

@@ -19,9 +19,10 @@ so it is not used (see docs/router/README.md). The embeddings (training cache in
 graph. Several prompts are encoded in length-sorted batches of BATCH (padding is masked out of attention and
 pooling), so a prompt's vector depends on its batch-mates only by float rounding (~1e-7).
 
-Cheaper variants (only the first `layers` transformer layers, a shorter token window, int8 weights) exist for
-`cluster.bench_scorer`, which measures what each saves in scoring cost and loses leave-sources-out; the
-defaults are what the committed checkpoint was trained on.
+Cheaper variants (only the first `layers` transformer layers, a shorter token window, int8 weights, optionally
+`student` weights trained by `router.distill` to reproduce the full model's vectors) exist for
+`cluster.bench_scorer`, which measures what each saves in scoring cost and loses leave-sources-out, and for
+`python -m router train --student`; the defaults are what the committed checkpoint was trained on.
 """
 
 from __future__ import annotations
@@ -49,34 +50,60 @@ def runtime(quantized: bool) -> str:
     return f"onnxruntime-{'int8' if quantized else 'fp32'}"
 
 
-def onnx_path(layers: int = LAYERS, quantized: bool = False) -> Path:
-    return default_cache_dir() / "router" / "onnx" / f"minilm-l{layers}-pooled-{runtime(quantized)}.onnx"
+def onnx_path(layers: int = LAYERS, quantized: bool = False, digest: str = "") -> Path:
+    distilled = f"-distilled-{digest}" if digest else ""
+    return default_cache_dir() / "router" / "onnx" / f"minilm-l{layers}-pooled-{runtime(quantized)}{distilled}.onnx"
 
 
-def build_onnx(path: Path, layers: int = LAYERS, quantized: bool = False) -> Path:
-    """Export the model's first `layers` layers with mean pooling + L2 norm to ONNX (fp32, or dynamically
-    quantised to int8 weights), write `path`."""
+class PooledMiniLM(torch.nn.Module):
+    """The model's first `layers` layers + mean pooling over the unmasked tokens + L2 norm: what the ONNX graph runs,
+    and what `router.distill` trains. `student`: trained weights (`router.distill`) over the package's."""
+
+    def __init__(self, layers: int = LAYERS, student: dict[str, torch.Tensor] | None = None) -> None:
+        super().__init__()
+        from transformers import AutoModel
+
+        self.model = AutoModel.from_pretrained(str(encoder_dir()))
+        self.model.encoder.layer = self.model.encoder.layer[:layers]
+        if student is not None:
+            self.model.load_state_dict({k: v.float() for k, v in student.items()}, strict=False)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.cumsum(torch.ones_like(ids), 1) - 1
+        hidden = self.model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
+                            position_ids=positions).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return torch.nn.functional.normalize(pooled, dim=1)
+
+
+def pad(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of one batch -> (ids, attention mask), zero-padded to the longest."""
+    width = max(len(x) for x in ids)
+    input_ids = np.zeros((len(ids), width), dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = x
+        mask[row, : len(x)] = 1
+    return input_ids, mask
+
+
+def student_digest(student: dict[str, torch.Tensor] | None) -> str:
+    """A short content hash of distilled weights ('' for the package's own), part of the encoder's identity."""
+    if student is None:
+        return ""
+    digest = hashlib.sha256()
+    for name in sorted(student):
+        digest.update(name.encode())
+        digest.update(student[name].to(torch.float16).numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def build_onnx(path: Path, layers: int = LAYERS, quantized: bool = False, student: dict[str, torch.Tensor] | None = None) -> Path:
+    """Export `PooledMiniLM(layers, student)` to ONNX (fp32, or dynamically quantised to int8 weights), write `path`."""
     import tempfile
 
-    from transformers import AutoModel
-
-    model = AutoModel.from_pretrained(str(encoder_dir())).eval()
-    model.encoder.layer = model.encoder.layer[:layers]
-
-    class Pooled(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            positions = torch.cumsum(torch.ones_like(ids), 1) - 1
-            hidden = self.model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
-                                position_ids=positions).last_hidden_state
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-            return torch.nn.functional.normalize(pooled, dim=1)
-
-    wrapper = Pooled().eval()
+    wrapper = PooledMiniLM(layers, student).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         exported = Path(tmp) / "model.onnx"
@@ -99,7 +126,8 @@ _BUILD_LOCK = threading.Lock()
 class MiniLMEncoder:
     """Text -> 384-d unit vector; no network. `encode` is serialised by a lock (onnxruntime already uses every core)."""
 
-    def __init__(self, max_tokens: int = MAX_TOKENS, layers: int = LAYERS, quantized: bool = False) -> None:
+    def __init__(self, max_tokens: int = MAX_TOKENS, layers: int = LAYERS, quantized: bool = False,
+                 student: dict[str, torch.Tensor] | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as error:  # RuntimeError: Router.from_profile then falls back to keywords and says why
@@ -108,10 +136,12 @@ class MiniLMEncoder:
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_tokens)
-        path = onnx_path(layers, quantized)
+        self.student = student
+        self.digest = student_digest(student)
+        path = onnx_path(layers, quantized, self.digest)
         with _BUILD_LOCK:
             if not path.exists():
-                build_onnx(path, layers, quantized)
+                build_onnx(path, layers, quantized, student)
         options = ort.SessionOptions()
         options.intra_op_num_threads = THREADS
         options.inter_op_num_threads = 1
@@ -131,17 +161,13 @@ class MiniLMEncoder:
     def info(self) -> dict:
         """What a checkpoint records so a mismatched encoder is caught at load time."""
         name = ENCODER_PACKAGE[0].split("==")[0]
+        distilled = f"-distilled-{self.digest}" if self.digest else ""
         return {"package": name, "version": version(name),
-                "features": f"minilm-l{self.layers}-mean-pooled-{runtime(self.quantized)}",
+                "features": f"minilm-l{self.layers}-mean-pooled-{runtime(self.quantized)}{distilled}",
                 "max_tokens": self.max_tokens, "dim": self.dim}
 
     def _forward(self, ids: list[list[int]]) -> torch.Tensor:
-        width = max(len(x) for x in ids)
-        input_ids = np.zeros((len(ids), width), dtype=np.int64)
-        mask = np.zeros((len(ids), width), dtype=np.int64)
-        for row, x in enumerate(ids):
-            input_ids[row, : len(x)] = x
-            mask[row, : len(x)] = 1
+        input_ids, mask = pad(ids)
         return torch.from_numpy(self.session.run(None, {"ids": input_ids, "mask": mask})[0])
 
     def encode(self, texts: list[str]) -> torch.Tensor:

@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import torch
 
 from router.catalog import ROLES
-from router.data import DOMAINS, ROLE_DOMAIN
+from router.data import DOMAINS, ROLE_DOMAIN, source_fold
 from router.encoder import MiniLMEncoder
 from router.keywords import keyword_role_probs
 from router.scorer import Scorer, knn_probs, reference_set, role_probs
@@ -55,25 +55,29 @@ def baselines(train_x, train_roles, test_x, test_texts, seed: int = 0) -> dict[s
     }
 
 
-def source_fold(source: str, folds: int) -> int:
-    return int(hashlib.sha256(source.encode()).hexdigest(), 16) % folds
-
-
 def leave_sources_out(items: list[dict], folds: int = 10, config: FitConfig = FitConfig(),
-                      encoder: MiniLMEncoder | None = None) -> dict:
+                      encoder_for_fold: Callable[[int], MiniLMEncoder] | None = None) -> dict:
     """Every source (MMLU subject, benchmark) lands in one of `folds` groups; each group is predicted by a scorer
-    (head ensemble + kNN vote, as `Scorer.predict` combines them) and baselines built from the other groups only;
-    the encoder (default: the deployed one) is frozen, so its embeddings are computed once."""
+    (head ensemble + kNN vote, as `Scorer.predict` combines them) and baselines built from the other groups only.
+    Encoders are frozen, so each one's embeddings are computed once: the deployed one for every fold by default,
+    or `encoder_for_fold(fold)` (a cheaper variant, or a distilled student that never saw that fold's prompts)."""
     texts = [i["prompt"] for i in items]
     domains = [i["domain"] for i in items]
     roles = role_targets(domains)
     fold_of = torch.tensor([source_fold(i["source"], folds) for i in items])
-    features = (encoder or MiniLMEncoder()).encode_cached(texts)
+    if encoder_for_fold is None:
+        deployed = MiniLMEncoder()
+        encoder_for_fold = lambda fold: deployed  # noqa: E731
+    features_of: dict[str, torch.Tensor] = {}
     predictions = {name: torch.zeros(len(items), len(ROLES)) for name in ("router", "random", "majority", "keyword", "knn")}
     for fold in range(folds):
         test = fold_of == fold
         if not test.any():
             continue
+        fold_encoder = encoder_for_fold(fold)
+        if fold_encoder.info["features"] not in features_of:
+            features_of[fold_encoder.info["features"]] = fold_encoder.encode_cached(texts)
+        features = features_of[fold_encoder.info["features"]]
         train_idx, test_idx = (~test).nonzero().flatten(), test.nonzero().flatten()
         head = fit_head(features[train_idx], roles[train_idx], config=config, groups=[items[i]["source"] for i in train_idx])
         with torch.inference_mode():

@@ -9,8 +9,9 @@ The kNN vote searches its reference in bfloat16 (half the bytes read per prompt 
 top-1 moved by 0.04 points, docs/router/README.md).
 
 A checkpoint is one torch file holding the heads' weights and the kNN reference embeddings (float16), the
-encoder it expects (the encoder itself comes from the installed package, it is not in the checkpoint), and how
-it was trained; `Scorer.load` refuses a mismatched one.
+encoder it expects (the encoder comes from the installed package; a distilled student's trained layers, when
+the scorer uses one, are in the checkpoint), and how it was trained; `Scorer.load` builds that encoder and
+refuses a mismatched one passed in.
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ class Scorer:
                 "format": CHECKPOINT_FORMAT,
                 "version": self.meta["version"],
                 "encoder": self.encoder.info,
+                "encoder_args": {"max_tokens": self.encoder.max_tokens, "layers": self.encoder.layers,
+                                 "quantized": self.encoder.quantized},
+                "student": self.encoder.student,
                 "roles": list(ROLES),
                 "models": self.model_names,
                 "hidden": self.head.hidden,
@@ -138,7 +142,7 @@ class Scorer:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if blob.get("format") != CHECKPOINT_FORMAT or blob.get("roles") != list(ROLES):
             raise ValueError(f"{path}: checkpoint format/roles {blob.get('format')}/{blob.get('roles')} not supported")
-        encoder = encoder or MiniLMEncoder()
+        encoder = encoder or MiniLMEncoder(**blob.get("encoder_args", {}), student=blob.get("student"))
         expected = {k: v for k, v in blob["encoder"].items() if k != "version"}
         actual = {k: v for k, v in encoder.info.items() if k != "version"}
         if expected != actual:
