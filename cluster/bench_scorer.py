@@ -1,10 +1,11 @@
 """Benchmark: what a cheaper router encoder saves in scoring cost and loses in routing accuracy. Prints numbers;
 not a test.
 
-A variant is `layers:tokens:weights[:distilled]` -- the first `layers` of MiniLM's 6 transformer layers, a window
-of the first `tokens` WordPiece tokens, fp32 or int8 (onnxruntime dynamic quantisation) weights; `distilled`
-trains those layers to reproduce the full encoder's embeddings first (`router.distill`; leave-sources-out, each
-held-out fold is embedded by a student that never saw its prompts, as `router eval --loso --student`). For each one it runs
+A variant is `layers:tokens:weights[:distilled|finetuned]` -- the first `layers` of MiniLM's 6 transformer layers,
+a window of the first `tokens` WordPiece tokens, fp32 or int8 (onnxruntime dynamic quantisation) weights;
+`distilled` trains those layers to reproduce the full encoder's embeddings first, `finetuned` trains them on the
+role labels first (`router.students`; leave-sources-out, each held-out fold is embedded by a student that never
+saw its prompts, as `router eval --loso --student | --finetune`). For each one it runs
 the same leave-sources-out evaluation as `python -m router eval --loso` (same folds, head ensemble and kNN vote),
 then fits that scorer on all the data and times it as the router runs it (`router.evaluate.scoring_cost` on
 the fixed 2,048-prompt sample: single prompts, then batches of 256). `6:128:fp32` is the deployed encoder.
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from router import data
-from router.distill import DistillConfig, held_out_students
+from router.students import DistillConfig, FinetuneConfig, held_out_students
 from router.encoder import MiniLMEncoder
 from router.evaluate import cost_sample, leave_sources_out, scoring_cost
 from router.scorer import Scorer, reference_set
@@ -36,19 +37,21 @@ THREADS = 2  # the machine's cores, as `python -m router` runs
 
 
 def encoders_of(variant: str, items: list[dict]) -> Callable[[int], MiniLMEncoder]:
-    """`layers:tokens:fp32|int8[:distilled]` -> the encoder for each held-out fold (ONNX graphs built on first use)."""
-    layers, tokens, weights, *distilled = variant.split(":")
-    if weights not in ("fp32", "int8") or distilled not in ([], ["distilled"]):
-        raise SystemExit(f"{variant}: expected layers:tokens:fp32|int8[:distilled]")
-    if distilled:
-        return held_out_students(items, FOLDS, DistillConfig(layers=int(layers), tokens=int(tokens)), weights == "int8")
+    """`layers:tokens:fp32|int8[:distilled|finetuned]` -> the encoder for each held-out fold (ONNX graphs built on
+    first use)."""
+    layers, tokens, weights, *trained = variant.split(":")
+    if weights not in ("fp32", "int8") or trained not in ([], ["distilled"], ["finetuned"]):
+        raise SystemExit(f"{variant}: expected layers:tokens:fp32|int8[:distilled|finetuned]")
+    if trained:
+        kind = FinetuneConfig if trained == ["finetuned"] else DistillConfig
+        return held_out_students(items, FOLDS, kind(layers=int(layers), tokens=int(tokens), quantized=weights == "int8"))
     encoder = MiniLMEncoder(max_tokens=int(tokens), layers=int(layers), quantized=weights == "int8")
     return lambda fold: encoder
 
 
 def measure(variant: str, items: list[dict]) -> dict:
     """Leave-sources-out hit rates and the scoring cost of the scorer built on one encoder variant (for a
-    distilled one, the cost is timed on fold 0's student: every student has the same shape)."""
+    distilled or fine-tuned one, the cost is timed on fold 0's student: every student has the same shape)."""
     encoder_for_fold = encoders_of(variant, items)
     encoder = encoder_for_fold(0)
     loso = leave_sources_out(items, folds=FOLDS, encoder_for_fold=encoder_for_fold)
@@ -63,7 +66,8 @@ def measure(variant: str, items: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated layers:tokens:fp32|int8[:distilled]")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated layers:tokens:fp32|int8[:distilled|finetuned]")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -46,13 +45,13 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     from router.scorer import Scorer
 
     if args.loso:
-        from router.distill import held_out_students
+        from router.students import describe, held_out_students
 
         items = data.load()
         students = held_out_students(items, args.folds, args.student, progress=True) if args.student else None
         report = leave_sources_out(items, folds=args.folds, config=FitConfig(epochs=args.epochs, seed=args.seed),
                                    encoder_for_fold=students)
-        report["student"] = asdict(args.student) if args.student else None
+        report["student"] = describe(args.student)
         report.update(_scoring_cost_of_checkpoint(args.checkpoint, items))
         return report
     if not args.data:
@@ -96,7 +95,7 @@ def cmd_cost_curve(args: argparse.Namespace) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    from router.distill import parse_student
+    from router.students import FinetuneConfig, parse_student
     from router.quality_eval import EPOCH_CANDIDATES
     from router.scorer import DEFAULT_CHECKPOINT
 
@@ -118,8 +117,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--outcomes", type=Path, nargs="*", default=[], help="quality-matrix CSVs (prompt + bool per model)")
     s.add_argument("--epochs", type=int, default=FitConfig.epochs)
     s.add_argument("--limit", type=int, help="train on a random sample of this many role items")
-    s.add_argument("--student", type=parse_student, metavar="LAYERS:TOKENS",
-                   help="score with an int8 student of the encoder distilled to this size (router.distill)")
+    student = s.add_mutually_exclusive_group()
+    student.add_argument("--student", type=parse_student, metavar="LAYERS:TOKENS",
+                         help="score with an int8 student of the encoder distilled to this size (router.students)")
+    student.add_argument("--finetune", dest="student", action="store_const", const=FinetuneConfig(),
+                         help="score with the full encoder fine-tuned on the role labels first (router.students)")
 
     s = add("eval", "role-routing hit rates, scoring cost and baselines")
     s.add_argument("--data", type=Path, help="JSONL with `prompt` and `domain` per line")
@@ -127,9 +129,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--folds", type=int, default=10)
     s.add_argument("--epochs", type=int, default=FitConfig.epochs)
     s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    s.add_argument("--student", type=parse_student, metavar="LAYERS:TOKENS",
-                   help="--loso with distilled int8 students, each held-out fold embedded by one that never saw it "
-                        "(the cost fields still time --checkpoint: train one with --student to time a student)")
+    student = s.add_mutually_exclusive_group()
+    student.add_argument("--student", type=parse_student, metavar="LAYERS:TOKENS",
+                         help="--loso with distilled int8 students, each held-out fold embedded by one that never saw it "
+                              "(the cost fields still time --checkpoint: train one with --student to time a student)")
+    student.add_argument("--finetune", dest="student", action="store_const", const=FinetuneConfig(),
+                         help="--loso with encoders fine-tuned on the role labels, each held-out fold embedded by one "
+                              "that never saw it")
 
     s = add("quality-eval", "strong/weak quality routing on per-model outcome CSVs")
     s.add_argument("--train", type=Path, nargs="+", required=True)

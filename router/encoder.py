@@ -20,9 +20,9 @@ graph. Several prompts are encoded in length-sorted batches of BATCH (padding is
 pooling), so a prompt's vector depends on its batch-mates only by float rounding (~1e-7).
 
 Cheaper variants (only the first `layers` transformer layers, a shorter token window, int8 weights, optionally
-`student` weights trained by `router.distill` to reproduce the full model's vectors) exist for
-`cluster.bench_scorer`, which measures what each saves in scoring cost and loses leave-sources-out, and for
-`python -m router train --student`; the defaults are what the committed checkpoint was trained on.
+`student` weights trained by `router.students`: distilled to reproduce the full model's vectors, or fine-tuned on
+the role labels) exist for `cluster.bench_scorer`, which measures what each saves in scoring cost and loses
+leave-sources-out, and for `python -m router train --student | --finetune`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ MAX_TOKENS = 128
 LAYERS = 6  # all of all-MiniLM-L6-v2's transformer layers
 BATCH = 16  # prompts per forward pass, after sorting by token count so a batch pads to nearly its own length
 # (measured on these 2 cores, 512 prompts: ~1.35x the prompts/s of one per call; batches of 32 no better)
+DIM = 384  # all-MiniLM-L6-v2 hidden size
 THREADS = 2  # onnxruntime intra-op threads (the machine's cores)
 
 
@@ -51,13 +52,13 @@ def runtime(quantized: bool) -> str:
 
 
 def onnx_path(layers: int = LAYERS, quantized: bool = False, digest: str = "") -> Path:
-    distilled = f"-distilled-{digest}" if digest else ""
-    return default_cache_dir() / "router" / "onnx" / f"minilm-l{layers}-pooled-{runtime(quantized)}{distilled}.onnx"
+    trained = f"-student-{digest}" if digest else ""
+    return default_cache_dir() / "router" / "onnx" / f"minilm-l{layers}-pooled-{runtime(quantized)}{trained}.onnx"
 
 
 class PooledMiniLM(torch.nn.Module):
     """The model's first `layers` layers + mean pooling over the unmasked tokens + L2 norm: what the ONNX graph runs,
-    and what `router.distill` trains. `student`: trained weights (`router.distill`) over the package's."""
+    and what `router.students` trains. `student`: trained weights (`router.students`) over the package's."""
 
     def __init__(self, layers: int = LAYERS, student: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
@@ -89,7 +90,7 @@ def pad(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def student_digest(student: dict[str, torch.Tensor] | None) -> str:
-    """A short content hash of distilled weights ('' for the package's own), part of the encoder's identity."""
+    """A short content hash of student weights ('' for the package's own), part of the encoder's identity."""
     if student is None:
         return ""
     digest = hashlib.sha256()
@@ -150,7 +151,7 @@ class MiniLMEncoder:
         self.max_tokens = max_tokens
         self.layers = layers
         self.quantized = quantized
-        self.dim = 384  # all-MiniLM-L6-v2 hidden size
+        self.dim = DIM
         self._lock = threading.Lock()
 
     @property
@@ -161,9 +162,9 @@ class MiniLMEncoder:
     def info(self) -> dict:
         """What a checkpoint records so a mismatched encoder is caught at load time."""
         name = ENCODER_PACKAGE[0].split("==")[0]
-        distilled = f"-distilled-{self.digest}" if self.digest else ""
+        trained = f"-student-{self.digest}" if self.digest else ""
         return {"package": name, "version": version(name),
-                "features": f"minilm-l{self.layers}-mean-pooled-{runtime(self.quantized)}{distilled}",
+                "features": f"minilm-l{self.layers}-mean-pooled-{runtime(self.quantized)}{trained}",
                 "max_tokens": self.max_tokens, "dim": self.dim}
 
     def _forward(self, ids: list[list[int]]) -> torch.Tensor:

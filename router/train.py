@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -14,9 +14,9 @@ from tqdm import tqdm
 
 from router.catalog import ROLES
 from router.data import DOMAIN_ROLE, load, read_outcome_csv
-from router.distill import DistillConfig, distill_cached
 from router.encoder import MiniLMEncoder
 from router.scorer import DEFAULT_CHECKPOINT, HeadEnsemble, QualityHead, Scorer, reference_set
+from router.students import DistillConfig, describe, student_encoder
 
 
 @dataclass(frozen=True)
@@ -127,16 +127,13 @@ def outcome_matrix(prompts: list[str], files: list[Path]) -> tuple[list[str], li
 def train(out: Path = DEFAULT_CHECKPOINT, outcome_files: list[Path] = (), config: FitConfig = FitConfig(),
           limit: int | None = None, version: str = "scorer-v1", student: DistillConfig | None = None) -> Path:
     """The `train` command: role data from the packages (+ outcome CSVs) -> a versioned checkpoint; with `student`,
-    the scorer reads a distilled int8 student of the encoder (trained first, on the same prompts)."""
+    the scorer reads a student of the encoder, distilled or fine-tuned (trained first, on the same role items)."""
     items = load()
     if limit:
         items = random.Random(config.seed).sample(items, min(limit, len(items)))
-    encoder = MiniLMEncoder()
+    encoder = MiniLMEncoder() if student is None else student_encoder(items, student, progress=True)
     outcome_prompts, model_names, matrix = outcome_matrix([i["prompt"] for i in items], list(outcome_files))
     texts = [i["prompt"] for i in items] + outcome_prompts
-    if student is not None:
-        weights = distill_cached(texts, encoder.encode_cached(texts), student, progress=True)
-        encoder = MiniLMEncoder(student.tokens, student.layers, quantized=True, student=weights)
     features = encoder.encode_cached(texts)
     roles = torch.cat([role_targets([i["domain"] for i in items]), torch.full((len(outcome_prompts),), -1)])
     outcomes = torch.cat([torch.full((len(items), len(model_names)), math.nan), matrix])
@@ -145,6 +142,6 @@ def train(out: Path = DEFAULT_CHECKPOINT, outcome_files: list[Path] = (), config
     info = {"seed": config.seed, "epochs": config.epochs, "hidden": config.hidden, "members": config.members,
             "source_balance": config.source_balance, "label_smoothing": config.label_smoothing, "role_items": len(items),
             "outcome_items": len(outcome_prompts), "outcome_files": [Path(f).name for f in outcome_files],
-            "student": None if student is None else asdict(student),
+            "student": describe(student),
             "domain_counts": {d: sum(i["domain"] == d for i in items) for d in DOMAIN_ROLE}}
     return Scorer(encoder, head, model_names, {"version": version}, reference_set(features, roles)).save(out, info)
