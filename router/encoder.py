@@ -48,7 +48,7 @@ THREADS = 2  # onnxruntime intra-op threads (the machine's cores)
 
 
 def runtime(quantized: bool) -> str:
-    return f"onnxruntime-{'int8' if quantized else 'fp32'}"
+    return f"onnxruntime-{'int8-per-channel' if quantized else 'fp32'}"
 
 
 def onnx_path(layers: int = LAYERS, quantized: bool = False, digest: str = "") -> Path:
@@ -101,7 +101,7 @@ def student_digest(student: dict[str, torch.Tensor] | None) -> str:
 
 
 def build_onnx(path: Path, layers: int = LAYERS, quantized: bool = False, student: dict[str, torch.Tensor] | None = None) -> Path:
-    """Export `PooledMiniLM(layers, student)` to ONNX (fp32, or dynamically quantised to int8 weights), write `path`."""
+    """Export `PooledMiniLM(layers, student)` to ONNX (fp32, or int8 weights quantised per channel), write `path`."""
     import tempfile
 
     wrapper = PooledMiniLM(layers, student).eval()
@@ -115,7 +115,8 @@ def build_onnx(path: Path, layers: int = LAYERS, quantized: bool = False, studen
         if quantized:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(exported), str(Path(tmp) / "model-int8.onnx"), weight_type=QuantType.QInt8)
+            # per-channel scales: per-tensor int8 cost the fine-tuned encoder 0.4 points (GSM8K -5), this 0.1
+            quantize_dynamic(str(exported), str(Path(tmp) / "model-int8.onnx"), weight_type=QuantType.QInt8, per_channel=True)
             exported = Path(tmp) / "model-int8.onnx"
         exported.replace(path)
     return path

@@ -127,7 +127,7 @@ def test_a_cheaper_encoder_variant_gives_unit_vectors_and_a_checkpoint_for_the_f
     from router.encoder import MiniLMEncoder
 
     variant = MiniLMEncoder(max_tokens=32, layers=2, quantized=True)  # what `cluster.bench_scorer` measures
-    assert variant.info["features"] == "minilm-l2-mean-pooled-onnxruntime-int8"
+    assert variant.info["features"] == "minilm-l2-mean-pooled-onnxruntime-int8-per-channel"
     vectors = variant.encode(["Write a Python function that reverses a list.", "What does the liver do?"])
     assert vectors.shape == (2, 384) and vectors.norm(dim=1).allclose(torch.ones(2), atol=1e-4)
     with pytest.raises(ValueError, match="trained for encoder"):

@@ -2,6 +2,8 @@
 either travels inside the checkpoint, and leave-sources-out never embeds a held-out fold with a student that saw
 its prompts."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -55,12 +57,12 @@ def test_fine_tuning_pulls_prompts_of_one_role_together_and_is_deterministic():
     assert all(torch.equal(weights[k], again[k]) for k in weights)
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_FINETUNE], ids=["distilled", "fine-tuned"])
+@pytest.mark.parametrize("config", [TINY, replace(TINY_FINETUNE, quantized=False)], ids=["distilled-int8", "fine-tuned-fp32"])
 def test_a_checkpoint_carries_its_student_and_load_rebuilds_that_encoder(tmp_path, config):
     path = train(tmp_path / "s.pt", config=FitConfig(epochs=2, hidden=32, members=1), limit=300, student=config)
     scorer = Scorer.load(path)
     assert scorer.encoder.student is not None and scorer.encoder.layers == config.layers
-    assert scorer.encoder.quantized == config.quantized  # distilled students run as int8, fine-tuned ones as fp32
+    assert scorer.encoder.quantized == config.quantized  # the checkpoint says how its encoder runs
     texts = ["Write a Python function that reverses a list.", "What is 17 * 23?"]
     assert scorer.predict(texts)[0].sum(1).allclose(torch.ones(2))
     assert torch.equal(scorer.predict(texts)[0], Scorer.load(path).predict(texts)[0])
