@@ -16,9 +16,9 @@ Policies:
   random / round_robin / pow2 -- quality-blind balancers over all replicas (pow2: the shorter of two queues);
   quality_only -- the specialist with the highest predicted quality, pow2 among its replicas (Ray Serve's
                   default inside a deployment);
-  quality_load -- `rank` with the live load each specialist would report (in flight, replicas, batch slots,
-                  EWMA latency) and the SLO as the request's latency budget, then pow2 among the winner's
-                  replicas.
+  quality_load -- `rank` with the live load each specialist would report (in flight and their mean age,
+                  replicas, batch slots, EWMA latency) and the SLO as the request's latency budget, then pow2
+                  among the winner's replicas.
 Service model (assumptions, printed in the report): each replica runs `slots` sequences at once at a fixed
 per-sequence decode rate, after a prefill at a fixed rate; output lengths are lognormal around a per-domain
 median; excess requests wait in the replica's FIFO queue.
@@ -39,7 +39,7 @@ import numpy as np
 
 from cluster.scored_prompts import predicted_quality
 from router.catalog import Profile, default_cache_dir, load_profile
-from router.policy import Load, Weights, rank
+from router.policy import Load, Weights, mean_age_s, rank
 
 POLICIES = ("random", "round_robin", "pow2", "quality_only", "quality_load")
 SLOTS = 8  # sequences a replica decodes at once at about its single-stream rate (assumed)
@@ -141,17 +141,21 @@ class Cluster:
         self.replicas = [Replica(name) for name in names for _ in range(split[name])]
         self.pools = {n: [r for r in self.replicas if r.specialist == n] for n in names}
         self.ewma: dict[str, float | None] = dict.fromkeys(names)
+        self.arrivals_in_flight: dict[str, list[float]] = {n: [] for n in names}
         self.next_rr = 0
 
     def pow2(self, pool: list[Replica]) -> Replica:
         a, b = self.rng.sample(pool, 2) if len(pool) > 1 else (pool[0], pool[0])
         return a if a.pending <= b.pending else b
 
-    def load(self) -> dict[str, Load]:
-        return {
-            name: Load(in_flight=sum(r.pending for r in pool), replicas=len(pool), slots_per_replica=SLOTS, ewma_latency_s=self.ewma[name])
-            for name, pool in self.pools.items()
-        }
+    def load(self, now: float) -> dict[str, Load]:
+        return {name: self._load(name, pool, now) for name, pool in self.pools.items()}
+
+    def _load(self, name: str, pool: list[Replica], now: float) -> Load:
+        return Load(
+            in_flight=sum(r.pending for r in pool), replicas=len(pool), slots_per_replica=SLOTS,
+            ewma_latency_s=self.ewma[name], in_flight_age_s=mean_age_s(self.arrivals_in_flight[name], now),
+        )
 
     def choose(self, policy: str, request: Request, weights: Weights) -> Replica:
         if policy == "random":
@@ -163,9 +167,13 @@ class Cluster:
             return self.pow2(self.replicas)
         if policy == "quality_only":
             return self.pow2(self.pools[max(request.quality, key=request.quality.get)])
-        return self.pow2(self.pools[rank(self.profile, request.quality, weights, self.load()).winner])
+        return self.pow2(self.pools[rank(self.profile, request.quality, weights, self.load(request.at)).winner])
 
-    def finished(self, replica: Replica, latency_s: float) -> None:
+    def dispatched(self, replica: Replica, request: Request) -> None:
+        self.arrivals_in_flight[replica.specialist].append(request.at)
+
+    def finished(self, replica: Replica, request: Request, latency_s: float) -> None:
+        self.arrivals_in_flight[replica.specialist].remove(request.at)
         previous = self.ewma[replica.specialist]
         self.ewma[replica.specialist] = latency_s if previous is None else (1 - EWMA_ALPHA) * previous + EWMA_ALPHA * latency_s
 
@@ -189,6 +197,7 @@ def simulate(profile: Profile, trace: list[Request], split: dict[str, int], poli
         now, kind, _, replica, request = heapq.heappop(events)
         if kind == 1:
             replica = cluster.choose(policy, request, weights)
+            cluster.dispatched(replica, request)
             served[replica.specialist] += 1
             quality.append(request.quality[replica.specialist])
             if replica.running < SLOTS:
@@ -198,7 +207,7 @@ def simulate(profile: Profile, trace: list[Request], split: dict[str, int], poli
             continue
         replica.running -= 1
         latencies.append(now - request.at)
-        cluster.finished(replica, now - request.at)
+        cluster.finished(replica, request, now - request.at)
         if replica.queue:
             start(replica, replica.queue.popleft(), now)
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])

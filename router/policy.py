@@ -7,8 +7,12 @@
   specialists, so a specialist whose queue keeps growing keeps losing utility until another one wins.
   Expected latency = service time x max(1, (pending + 1) / capacity): a request that finds a free batch slot
   takes about the recent service time, one that queues waits for its share of the backlog. Service time is the
-  live EWMA latency when serve/ reports one and DEFAULT_SERVICE_S otherwise; capacity = replicas x slots per
-  replica. Every signal serve/ could not read fresh is listed in `Load.defaults`, and so in the decision trace.
+  live EWMA latency when serve/ reports one and DEFAULT_SERVICE_S otherwise, but never less than the mean age of
+  the requests still in flight there: the EWMA learns only from finished requests, so without that floor a
+  specialist that stalls (a hung engine finishes nothing) looks as fast as it last was until its requests time out.
+  In steady state the mean age is about half the latency, so the floor stays out of the way until then.
+  Capacity = replicas x slots per replica. Every signal serve/ could not read fresh is listed in `Load.defaults`,
+  and so in the decision trace.
 - a latency budget (`router: {"latency_budget_s": 5}`) ranks the specialists expected to meet it first (by
   utility), then the others; if none is expected to meet it the ranking is by utility alone and the trace says so.
 Utilities within TIE_EPSILON count as tied; ties go to the less loaded specialist, then to the cheaper one.
@@ -70,6 +74,7 @@ class Load:
     slots_per_replica: int = 1  # requests one replica serves at once
     ewma_latency_s: float | None = None
     ewma_ttft_s: float | None = None
+    in_flight_age_s: float | None = None  # mean age of this router's unfinished requests to the specialist
     defaults: tuple[str, ...] = ()  # signals that were missing or stale and fell back to a default
 
     @property
@@ -78,9 +83,15 @@ class Load:
         return max(self.in_flight, (self.serve_ongoing or 0) + (self.serve_queued or 0))
 
     def expected_latency_s(self) -> float:
-        service = self.ewma_latency_s if self.ewma_latency_s is not None else DEFAULT_SERVICE_S
+        measured = self.ewma_latency_s if self.ewma_latency_s is not None else DEFAULT_SERVICE_S
+        service = max(measured, self.in_flight_age_s or 0.0)
         capacity = max(1, self.replicas) * max(1, self.slots_per_replica)
         return service * max(1.0, (self.pending + 1) / capacity)
+
+
+def mean_age_s(started: list[float], now: float) -> float | None:
+    """`Load.in_flight_age_s` from the start times of the requests in flight; None when there are none."""
+    return now - sum(started) / len(started) if started else None
 
 
 @dataclass

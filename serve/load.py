@@ -1,8 +1,8 @@
 """The live load snapshot per specialist that the `auto` policy trades against predicted quality.
 
-Router-side signals are exact and instant: requests this router replica has in flight, EWMA latency and
-time to first token. Ray Serve's signals (healthy replicas, requests at the replicas from every router replica,
-requests queued in handles) come from ServeMetricsPoller, fresh within ~1 s. Anything missing or stale falls
+Router-side signals are exact and instant: requests this router replica has in flight and their mean age, EWMA
+latency and time to first token. Ray Serve's signals (healthy replicas, requests at the replicas from every router
+replica, requests queued in handles) come from ServeMetricsPoller, fresh within ~1 s. Anything missing or stale falls
 back to a documented default, named in `Load.defaults` and so in the decision trace:
 - replicas: the deployment's min_replicas (what Serve keeps running at least), also while Serve reports no
   healthy replica (right after start-up the health series appears after the others);
@@ -17,10 +17,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from router.catalog import Profile, Specialist
-from router.policy import DEFAULT_SERVICE_S
+from router.policy import DEFAULT_SERVICE_S, mean_age_s
 from router.routing import Load
 from serve.cluster_metrics import ServeMetricsPoller
 
@@ -42,7 +42,7 @@ def slots_per_replica(spec: Specialist) -> int:
 
 @dataclass
 class _Counters:
-    in_flight: int = 0
+    started: list[float] = field(default_factory=list)  # monotonic start of each request in flight
     ewma_latency_s: float | None = None
     ewma_ttft_s: float | None = None
     sampled_at: float = float("-inf")
@@ -60,12 +60,12 @@ class LoadTracker:
     @contextmanager
     def track(self, name: str) -> Iterator[None]:
         counters = self._counters[name]
-        counters.in_flight += 1
         start = time.monotonic()
+        counters.started.append(start)
         try:
             yield
         finally:
-            counters.in_flight -= 1
+            counters.started.remove(start)
             counters.ewma_latency_s = _ewma(counters.ewma_latency_s, time.monotonic() - start)
             counters.sampled_at = time.monotonic()
 
@@ -90,7 +90,7 @@ class LoadTracker:
             defaults.append(f"latency: no finished request yet, {DEFAULT_SERVICE_S:g} s assumed")
             return None
         idle_s = time.monotonic() - counters.sampled_at
-        if counters.in_flight or idle_s <= LATENCY_FRESH_S:
+        if counters.started or idle_s <= LATENCY_FRESH_S:
             return counters.ewma_latency_s
         decay = 0.5 ** ((idle_s - LATENCY_FRESH_S) / LATENCY_HALF_LIFE_S)
         aged = DEFAULT_SERVICE_S + (counters.ewma_latency_s - DEFAULT_SERVICE_S) * decay
@@ -108,12 +108,13 @@ class LoadTracker:
         if sample and not sample.replicas:
             defaults.append("replicas: Serve reports none healthy (starting, or its health series not exported yet); min_replicas used")
         return Load(
-            in_flight=counters.in_flight,
+            in_flight=len(counters.started),
             serve_ongoing=sample.ongoing if sample else None,
             serve_queued=sample.queued if sample else None,
             replicas=max(1, (sample and sample.replicas) or spec.deployment.autoscaling.min_replicas),
             slots_per_replica=slots_per_replica(spec),
             ewma_latency_s=latency_s,
             ewma_ttft_s=counters.ewma_ttft_s,
+            in_flight_age_s=mean_age_s(counters.started, time.monotonic()),
             defaults=tuple(defaults),
         )

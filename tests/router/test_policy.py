@@ -43,6 +43,17 @@ def test_expected_latency_counts_replicas_and_batch_slots():
     assert Load(in_flight=1, serve_ongoing=4, serve_queued=3, ewma_latency_s=1.0).pending == 7  # other routers' load
 
 
+def test_requests_stuck_in_flight_raise_the_expected_latency_before_they_finish(tiny_profile):
+    """The EWMA learns only from finished requests; requests in flight for 40 s on average say it is that slow now."""
+    assert Load(in_flight=1, slots_per_replica=4, ewma_latency_s=2.0, in_flight_age_s=40.0).expected_latency_s() == 40.0
+    assert Load(in_flight=1, slots_per_replica=4, ewma_latency_s=2.0, in_flight_age_s=0.5).expected_latency_s() == 2.0
+    quality = {"tiny-coder": 0.9, "tiny-general": 0.6}
+    load = {"tiny-coder": Load(in_flight=1, ewma_latency_s=2.0, in_flight_age_s=40.0), "tiny-general": Load(ewma_latency_s=2.0)}
+    decision = rank(tiny_profile, quality, Weights(cost=0.0, latency_budget_s=30.0), load)
+    assert decision.winner == "tiny-general"
+    assert decision.trace["specialists"]["tiny-coder"]["load"]["in_flight_age_s"] == 40.0
+
+
 def test_a_growing_queue_eventually_outweighs_a_quality_lead(tiny_profile):
     quality = {"tiny-coder": 0.9, "tiny-general": 0.6}
     for backlog, winner in ((0, "tiny-coder"), (40, "tiny-coder"), (400, "tiny-general")):

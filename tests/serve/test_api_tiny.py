@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -202,14 +204,45 @@ def test_overload_is_503_with_retry_after_and_no_request_is_lost(tiny_url: str):
 # --- faults (last: it kills an engine) ---------------------------------------------------------------------------
 
 
-def engine_core_of(specialist: str) -> psutil.Process:
-    """The vLLM EngineCore process under the specialist's Serve replica."""
-    for process in psutil.process_iter(["cmdline"]):
-        if process.info["cmdline"] and process.info["cmdline"][0].endswith(f"LLMServer:{specialist}"):
-            cores = [c for c in process.children(recursive=True) if "EngineCore" in " ".join(c.cmdline())]
-            if cores:
-                return cores[0]
-    raise LookupError(f"no EngineCore found for {specialist}")
+def engine_core_of(specialist: str, settle_s: float = 60) -> psutil.Process:
+    """The vLLM EngineCore process under the specialist's one Serve replica, once an earlier test's scale-up has
+    drained (a fault injected into a replica that Serve is stopping would test nothing)."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        replicas = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and p.info["cmdline"][0].endswith(f"LLMServer:{specialist}")]
+        cores = [c for r in replicas for c in r.children(recursive=True) if "EngineCore" in " ".join(c.cmdline())]
+        if len(replicas) == len(cores) == 1:
+            return cores[0]
+        if time.monotonic() > deadline:
+            raise LookupError(f"{specialist}: {len(replicas)} replica processes, {len(cores)} EngineCores after {settle_s} s")
+        time.sleep(1)
+
+
+def test_a_stalled_engine_is_routed_around_before_its_requests_finish(http: httpx.Client, tiny_url: str):
+    """Freeze tiny-general's engine for real (SIGSTOP): nothing it runs finishes, so its EWMA latency stays fast;
+    the age of the request stuck there is what tells `auto` to send a budgeted request elsewhere."""
+    ask = {"model": "auto", "messages": [{"role": "user", "content": "What are the symptoms of influenza?"}], "max_tokens": 2}
+    before = http.post("/v1/chat/completions", json=ask)
+    assert before.status_code == 200, before.text
+    assert decision(before)["answered_by"] == GENERAL, decision(before)  # its first choice while it is healthy
+    # a budget the coder is expected to meet (earlier tests may have left its EWMA latency at seconds)
+    budget_s = math.ceil(decision(before)["specialists"][CODER]["expected_latency_s"]) + 2
+    engine = engine_core_of(GENERAL)
+    engine.suspend()
+    try:
+        with httpx.Client(base_url=tiny_url, timeout=120) as other, ThreadPoolExecutor(1) as pool:
+            stuck = pool.submit(other.post, "/v1/chat/completions", json={"model": GENERAL, "messages": HI, "max_tokens": 2})
+            time.sleep(budget_s + 1)
+            during = http.post("/v1/chat/completions", json={**ask, "router": {"latency_budget_s": budget_s}})
+            engine.resume()
+            assert stuck.result().status_code == 200, stuck.result().text  # it finishes once the engine runs again
+    finally:
+        engine.resume()
+    assert during.status_code == 200, during.text
+    trace = decision(during)
+    assert trace["answered_by"] == CODER, trace
+    stalled = trace["specialists"][GENERAL]
+    assert stalled["load"]["in_flight_age_s"] > budget_s and stalled["meets_budget"] is False
 
 
 def test_a_dead_engine_does_not_take_the_router_down(http: httpx.Client):

@@ -102,6 +102,20 @@ def test_a_stale_latency_estimate_ages_towards_the_default_and_says_so(tiny):
         assert tracker.snapshot()["tiny-coder"].ewma_latency_s == 41.0
 
 
+def test_the_mean_age_of_requests_in_flight_grows_until_they_finish(tiny):
+    """What a stalled engine shows before any request to it finishes (the EWMA learns only from finished ones)."""
+    tracker = LoadTracker(tiny)
+    assert tracker.snapshot()["tiny-coder"].in_flight_age_s is None
+    with tracker.track("tiny-coder"):
+        time.sleep(0.1)
+        with tracker.track("tiny-coder"):
+            both = tracker.snapshot()["tiny-coder"]
+            assert both.in_flight == 2 and 0.05 <= both.in_flight_age_s < 0.1  # one ~0.1 s old, one just sent
+        time.sleep(0.1)
+        assert tracker.snapshot()["tiny-coder"].in_flight_age_s >= 0.2  # the first, still running
+    assert tracker.snapshot()["tiny-coder"].in_flight_age_s is None
+
+
 def test_other_metrics_in_the_text_are_skipped_without_changing_the_sums():
     """A Ray node exports ~1 MB of other series; only the named ones are parsed, and a name that merely starts
     like a wanted one is not summed in."""
