@@ -9,11 +9,12 @@ import pytest
 
 @pytest.fixture(scope="module")
 def step_report(tiny_url, tmp_path_factory):
-    """Step load (0.5 -> 3.5 -> 0.5 req/s) pinned to tiny-general, long enough for it to scale 1 -> 2 -> 1. At the peak one replica
-    keeps ~1.2 requests in flight (target 1: scale up), at the base ~0.15 (scale down), and its queue absorbs the peak while
+    """Step load (0.25 -> 3.5 -> 0.25 req/s) pinned to tiny-general, long enough for it to scale 1 -> 2 -> 1. At the peak one
+    replica keeps ~1.2 requests in flight (target 1: scale up), at the base ~0.1 (scale down; at a 0.5 req/s base a Poisson
+    clump of 4 requests in 3.5 s on busy cores scaled it up 1.2 s before the step), and its queue absorbs the peak while
     the second replica starts."""
     out = tmp_path_factory.mktemp("loadtest")
-    cmd = [sys.executable, "-m", "cluster.loadtest", "--base-url", tiny_url, "--shape", "step", "--base", "0.5", "--peak", "3.5",
+    cmd = [sys.executable, "-m", "cluster.loadtest", "--base-url", tiny_url, "--shape", "step", "--base", "0.25", "--peak", "3.5",
            "--duration", "330", "--max-requests", "600", "--max-tokens", "32", "--profile", "tiny", "--model", "tiny-general", "--tail", "50",
            "--out", str(out), "--quiet"]
     subprocess.run(cmd, check=True, timeout=600)
