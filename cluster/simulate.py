@@ -19,9 +19,11 @@ Policies:
   quality_load -- `rank` with the live load each specialist would report (in flight and their mean age,
                   replicas, batch slots, EWMA latency) and the SLO as the request's latency budget, then pow2
                   among the winner's replicas.
-Service model (assumptions, printed in the report): each replica runs `slots` sequences at once at a fixed
-per-sequence decode rate, after a prefill at a fixed rate; output lengths are lognormal around a per-domain
-median; excess requests wait in the replica's FIFO queue.
+Service model (printed in the report): each replica runs `slots` sequences at once, each at its specialist's
+`decode_tok_s` from models.yaml (measured on `local`, estimated from weight bytes on `gpu`), after a prefill at
+a fixed rate; output lengths are lognormal around a per-domain median; excess requests wait in the replica's
+FIFO queue. Different speeds are what lets a policy beat a pooled quality-blind balancer: sending a prompt to
+a faster specialist that is good enough at it.
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ from pathlib import Path
 import numpy as np
 
 from cluster.scored_prompts import predicted_quality
-from router.catalog import Profile, default_cache_dir, load_profile
+from router.catalog import CatalogError, Profile, default_cache_dir, load_profile
+from router.data import DOMAIN_ROLE
 from router.policy import Load, Weights, mean_age_s, rank
 
 POLICIES = ("random", "round_robin", "pow2", "quality_only", "quality_load")
-SLOTS = 8  # sequences a replica decodes at once at about its single-stream rate (assumed)
-DECODE_TOK_S = 30.0  # per sequence, a 7-9B model on an L4-class GPU (assumed, not measured here)
+SLOTS = 8  # sequences a replica decodes at once, each at its specialist's `decode_tok_s` (a batch-8 rate)
 PREFILL_TOK_S = 2000.0
 OUTPUT_MEDIAN = {"code": 300, "math": 250, "biomedical": 200, "general": 250}
 SKEWED_MIX = {"code": 0.55, "math": 0.15, "biomedical": 0.15, "general": 0.15}
@@ -73,18 +75,30 @@ class Replica:
         return self.running + len(self.queue)
 
 
-def service_s(request: Request) -> float:
-    return request.prompt_tokens / PREFILL_TOK_S + request.output_tokens / DECODE_TOK_S
+def decode_rates(profile: Profile) -> dict[str, float]:
+    """Each specialist's per-sequence decode rate; the simulator has no speed to assume for one without it."""
+    missing = [s.name for s in profile.specialists if s.decode_tok_s is None]
+    if missing:
+        raise CatalogError(f"models.yaml: {missing} need `decode_tok_s` (tokens/s per sequence at batch 8) to be simulated")
+    return {s.name: s.decode_tok_s for s in profile.specialists}
 
 
-def mean_service_s(domain: str) -> float:
+def service_s(request: Request, decode_tok_s: float) -> float:
+    return request.prompt_tokens / PREFILL_TOK_S + request.output_tokens / decode_tok_s
+
+
+def mean_service_s(domain: str, decode_tok_s: float) -> float:
     """Expected decode time of one request of a domain (lognormal output length, prefill is negligible here)."""
-    return OUTPUT_MEDIAN[domain] * math.exp(OUTPUT_SIGMA**2 / 2) / DECODE_TOK_S
+    return OUTPUT_MEDIAN[domain] * math.exp(OUTPUT_SIGMA**2 / 2) / decode_tok_s
 
 
 def bursty_trace(profile: Profile, items: list[dict], args: argparse.Namespace) -> list[Request]:
-    """Arrivals at `utilisation` of the cluster's capacity on average; bursting domains at `burst_factor` x in bursts."""
+    """Arrivals at `utilisation` of the cluster's capacity on average; bursting domains at `burst_factor` x in bursts.
+
+    A domain's work is priced at the speed of the specialist that plays its role."""
     rng = random.Random(args.seed)
+    speed = decode_rates(profile)
+    role_speed = {d: next(speed[s.name] for s in profile.specialists if DOMAIN_ROLE[d] in s.roles) for d in SKEWED_MIX}
     by_domain: dict[str, list[dict]] = {}
     for item in items:
         by_domain.setdefault(item["domain"], []).append(item)
@@ -92,7 +106,7 @@ def bursty_trace(profile: Profile, items: list[dict], args: argparse.Namespace) 
     bursting_domains = domains if args.burst_domain == "all" else [args.burst_domain]
     boost = {d: (args.burst_factor if d in bursting_domains else 1.0) for d in domains}
     long_run_boost = {d: 1 + BURST_SHARE * (boost[d] - 1) for d in domains}
-    work_per_request = sum(SKEWED_MIX[d] * long_run_boost[d] * mean_service_s(d) for d in domains)
+    work_per_request = sum(SKEWED_MIX[d] * long_run_boost[d] * mean_service_s(d, role_speed[d]) for d in domains)
     calm_rate = args.utilisation * args.replicas * SLOTS / work_per_request
     rates = {False: {d: calm_rate * SKEWED_MIX[d] for d in domains}, True: {d: calm_rate * SKEWED_MIX[d] * boost[d] for d in domains}}
     burst_mean_s = CALM_MEAN_S * BURST_SHARE / (1 - BURST_SHARE)
@@ -121,9 +135,10 @@ def replica_split(profile: Profile, trace: list[Request], replicas: int, provisi
     names = profile.names
     if provision == "even":
         return {n: replicas // len(names) + (i < replicas % len(names)) for i, n in enumerate(names)}
-    work = dict.fromkeys(names, 0.0)
+    work, rates = dict.fromkeys(names, 0.0), decode_rates(profile)
     for request in trace:
-        work[max(request.quality, key=request.quality.get)] += service_s(request)
+        best = max(request.quality, key=request.quality.get)
+        work[best] += service_s(request, rates[best])
     spare = replicas - len(names)
     ideal = {n: spare * work[n] / sum(work.values()) for n in names}
     split = {n: 1 + int(ideal[n]) for n in names}
@@ -180,7 +195,7 @@ class Cluster:
 
 def simulate(profile: Profile, trace: list[Request], split: dict[str, int], policy: str, seed: int, slo_s: float) -> dict:
     """Run one policy over the trace; latency = queueing + service, per request."""
-    cluster = Cluster(profile, split, random.Random(seed))
+    cluster, rates = Cluster(profile, split, random.Random(seed)), decode_rates(profile)
     weights = Weights.from_request({"latency_budget_s": slo_s}, profile.router)  # callers with an SLO send it as their budget
     events: list[tuple[float, int, int, Replica, Request]] = []  # (time, kind 0=finish/1=arrival, seq, replica, request)
     for i, request in enumerate(trace):
@@ -191,7 +206,7 @@ def simulate(profile: Profile, trace: list[Request], split: dict[str, int], poli
         nonlocal seq
         replica.running += 1
         seq += 1
-        heapq.heappush(events, (now + service_s(request), 0, seq, replica, request))
+        heapq.heappush(events, (now + service_s(request, rates[replica.specialist]), 0, seq, replica, request))
 
     while events:
         now, kind, _, replica, request = heapq.heappop(events)
@@ -239,7 +254,7 @@ def run(args: argparse.Namespace) -> dict:
         "requests": len(trace), "seed": args.seed, "mix": SKEWED_MIX, "utilisation": args.utilisation,
         "burst_domain": args.burst_domain, "burst_factor": args.burst_factor, "burst_share": BURST_SHARE,
         "calm_mean_s": CALM_MEAN_S, "slo_s": args.slo_s, "slots_per_replica": SLOTS,
-        "decode_tok_s_per_sequence": DECODE_TOK_S, "prefill_tok_s": PREFILL_TOK_S, "output_median_tokens": OUTPUT_MEDIAN,
+        "decode_tok_s_per_sequence": decode_rates(profile), "prefill_tok_s": PREFILL_TOK_S, "output_median_tokens": OUTPUT_MEDIAN,
         "duration_s": round(trace[-1].at, 1),
     }
     return report
@@ -281,8 +296,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     parser.add_argument("--plot", type=Path, help="write a PNG of latency percentiles and quality per policy")
     args = parser.parse_args(argv)
-    if args.replicas < len(load_profile(args.profile).names):
+    profile = load_profile(args.profile)
+    if args.replicas < len(profile.names):
         parser.error("need at least one replica per specialist")
+    try:
+        decode_rates(profile)
+    except CatalogError as e:
+        parser.error(str(e))
     report = run(args)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -143,6 +143,11 @@ class Specialist(_Strict):
     source: Source = Field(discriminator="kind")
     context_window: int = Field(gt=0, description="max tokens of prompt + completion; becomes vLLM max_model_len")
     cost: Cost
+    decode_tok_s: float | None = Field(
+        default=None, gt=0,
+        description="per-sequence decode rate with a batch of 8 running: the simulator's service time for this "
+        "specialist (measured on `local`, estimated on `gpu`; see models.yaml)",
+    )
     chat: Chat = Chat()
     engine: Engine = Engine()
     deployment: Deployment = Deployment()

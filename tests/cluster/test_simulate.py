@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cluster.simulate import POLICIES, SLOTS, Cluster, Request, bursty_trace, replica_split, run
+from cluster.simulate import POLICIES, PREFILL_TOK_S, SLOTS, Cluster, Request, bursty_trace, replica_split, run, simulate
 from router.catalog import load_profile
 from router.policy import Weights
 
@@ -88,3 +88,18 @@ def test_quality_only_ignores_load_and_quality_load_leaves_a_saturated_specialis
     assert cluster.choose("quality_load", request, Weights()).specialist != coder
     idle = Cluster(cluster.profile, EIGHT, rng=random.Random(0))
     assert idle.choose("quality_load", request, Weights()).specialist == coder
+
+
+@pytest.mark.parametrize("best", ["qwen2.5-coder-7b", "openbiollm-8b"])
+def test_a_replica_decodes_at_its_specialists_catalog_speed(cluster, best):
+    request = _request(best, cluster)
+    report = simulate(cluster.profile, [request], EIGHT, "quality_only", seed=0, slo_s=30.0)
+    decode_tok_s = cluster.profile.specialist(best).decode_tok_s
+    expected_s = request.prompt_tokens / PREFILL_TOK_S + request.output_tokens / decode_tok_s
+    assert report["p50_ms"] == round(expected_s * 1000)
+
+
+def test_a_profile_without_decode_speeds_is_refused_naming_the_specialists():
+    out = subprocess.run([sys.executable, "-m", "cluster.simulate", "--profile", "tiny", *SMALL], capture_output=True, text=True)
+    assert out.returncode == 2 and "decode_tok_s" in out.stderr and "Traceback" not in out.stderr
+    assert all(name in out.stderr for name in load_profile("tiny").names)
