@@ -17,8 +17,8 @@ Policies:
   quality_only -- the specialist with the highest predicted quality, pow2 among its replicas (Ray Serve's
                   default inside a deployment);
   quality_load -- `rank` with the live load each specialist would report (in flight and their mean age,
-                  replicas, batch slots, EWMA latency) and the SLO as the request's latency budget, then pow2
-                  among the winner's replicas.
+                  replicas, batch slots, EWMA latency, or its catalog speed before the first answer) and the SLO
+                  as the request's latency budget, then pow2 among the winner's replicas.
 Service model (printed in the report): each replica runs `slots` sequences at once, each at its specialist's
 `decode_tok_s` from models.yaml (measured on `local`, estimated from weight bytes on `gpu`), after a prefill at
 a fixed rate; output lengths are lognormal around a per-domain median; excess requests wait in the replica's
@@ -42,7 +42,7 @@ import numpy as np
 from cluster.scored_prompts import predicted_quality
 from router.catalog import CatalogError, Profile, default_cache_dir, load_profile
 from router.data import DOMAIN_ROLE
-from router.policy import Load, Weights, mean_age_s, rank
+from router.policy import Load, Weights, mean_age_s, rank, unmeasured_service_s
 
 POLICIES = ("random", "round_robin", "pow2", "quality_only", "quality_load")
 SLOTS = 8  # sequences a replica decodes at once, each at its specialist's `decode_tok_s` (a batch-8 rate)
@@ -90,6 +90,33 @@ def service_s(request: Request, decode_tok_s: float) -> float:
 def mean_service_s(domain: str, decode_tok_s: float) -> float:
     """Expected decode time of one request of a domain (lognormal output length, prefill is negligible here)."""
     return OUTPUT_MEDIAN[domain] * math.exp(OUTPUT_SIGMA**2 / 2) / decode_tok_s
+
+
+def p95_floor_s(trace: list[Request], rates: dict[str, float], quality_loss: float = 0.02) -> float:
+    """A lower bound on the p95 of any policy within `quality_loss` of quality_only's quality on this trace.
+
+    It is granted what no router has: no queueing anywhere and every answer's length known in advance. At a
+    bound T, each request slower than T at its best specialist either is one of the 5 % allowed over T or moves
+    to the best specialist that serves it within T, losing the difference in predicted quality; the cheapest
+    moves are made first. The floor is the smallest T whose moves fit in the quality budget."""
+    best = [max(r.quality, key=r.quality.get) for r in trace]
+    allowed_over = int(0.05 * len(trace))
+    budget = quality_loss * sum(r.quality[b] for r, b in zip(trace, best))
+
+    def fits(bound_s: float) -> bool:
+        losses = sorted(
+            min((r.quality[b] - r.quality[n] for n in rates if service_s(r, rates[n]) <= bound_s), default=math.inf)
+            for r, b in zip(trace, best)
+            if service_s(r, rates[b]) > bound_s
+        )
+        return sum(losses[: max(0, len(losses) - allowed_over)]) <= budget
+
+    bounds = sorted({service_s(r, rates[n]) for r in trace for n in rates})
+    low, high = 0, len(bounds) - 1  # fits(bounds[-1]): nothing is slower than the slowest service time
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(bounds[middle]) else (middle + 1, high)
+    return bounds[low]
 
 
 def bursty_trace(profile: Profile, items: list[dict], args: argparse.Namespace) -> list[Request]:
@@ -156,6 +183,8 @@ class Cluster:
         self.replicas = [Replica(name) for name in names for _ in range(split[name])]
         self.pools = {n: [r for r in self.replicas if r.specialist == n] for n in names}
         self.ewma: dict[str, float | None] = dict.fromkeys(names)
+        expected_tokens = profile.router.expected_output_tokens
+        self.unmeasured_s = {s.name: unmeasured_service_s(s, expected_tokens) for s in profile.specialists}
         self.arrivals_in_flight: dict[str, list[float]] = {n: [] for n in names}
         self.next_rr = 0
 
@@ -169,7 +198,8 @@ class Cluster:
     def _load(self, name: str, pool: list[Replica], now: float) -> Load:
         return Load(
             in_flight=sum(r.pending for r in pool), replicas=len(pool), slots_per_replica=SLOTS,
-            ewma_latency_s=self.ewma[name], in_flight_age_s=mean_age_s(self.arrivals_in_flight[name], now),
+            ewma_latency_s=self.ewma[name], unmeasured_service_s=self.unmeasured_s[name],
+            in_flight_age_s=mean_age_s(self.arrivals_in_flight[name], now),
         )
 
     def choose(self, policy: str, request: Request, weights: Weights) -> Replica:
@@ -249,6 +279,10 @@ def run(args: argparse.Namespace) -> dict:
         "quality_load_p95_over_quality_only_p95": round(ours["p95_ms"] / quality_only["p95_ms"], 3),
         "quality_load_quality_vs_quality_only": round(ours["mean_predicted_quality"] / quality_only["mean_predicted_quality"] - 1, 4),
     }
+    floor_ms = round(p95_floor_s(trace, decode_rates(profile), args.floor_quality_loss) * 1000)
+    report["p95_floor"] = {
+        "quality_loss": args.floor_quality_loss, "p95_ms": floor_ms, "over_pow2_p95": round(floor_ms / pow2["p95_ms"], 3),
+    }
     report["workload"] = {
         "profile": args.profile, "replicas": args.replicas, "replica_split": split, "provision": args.provision,
         "requests": len(trace), "seed": args.seed, "mix": SKEWED_MIX, "utilisation": args.utilisation,
@@ -292,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--provision", default="demand", choices=["demand", "even"],
                         help="replicas per specialist: in proportion to quality routing's long-run work, or even")
     parser.add_argument("--slo-s", type=float, default=30.0, help="a request meets the SLO if it finishes within this")
+    parser.add_argument("--floor-quality-loss", type=float, default=0.02,
+                        help="the quality (share of quality_only's) the p95 floor may give up; the issue's goal allows 0.02")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     parser.add_argument("--plot", type=Path, help="write a PNG of latency percentiles and quality per policy")
@@ -317,6 +353,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{policy:13} p50 {r['p50_ms'] / 1000:7.1f} s  p95 {r['p95_ms'] / 1000:7.1f} s  p99 {r['p99_ms'] / 1000:7.1f} s  "
               f"SLO {r['slo_attainment']:.3f}  quality {r['mean_predicted_quality']:.3f}")
     print(json.dumps(report["comparison"]))
+    floor = report["p95_floor"]
+    print(f"no policy within {floor['quality_loss']:.0%} of quality_only's quality can have a p95 below "
+          f"{floor['p95_ms'] / 1000:.1f} s "
+          f"({floor['over_pow2_p95']}x pow2's), even with no queueing and answer lengths known in advance")
 
 
 if __name__ == "__main__":

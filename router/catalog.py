@@ -146,7 +146,8 @@ class Specialist(_Strict):
     decode_tok_s: float | None = Field(
         default=None, gt=0,
         description="per-sequence decode rate with a batch of 8 running: the simulator's service time for this "
-        "specialist (measured on `local`, estimated on `gpu`; see models.yaml)",
+        "specialist and the router's latency estimate before its first answer (measured on `local`, estimated on "
+        "`gpu`; see models.yaml)",
     )
     chat: Chat = Chat()
     engine: Engine = Engine()
@@ -177,6 +178,11 @@ class RouterDefaults(_Strict):
     cost: float = 0.2
     latency: float = 0.1
     latency_unit_s: float = Field(default=10.0, gt=0)  # expected latency that costs `latency` of predicted quality
+    expected_output_tokens: int = Field(
+        default=256, gt=0,
+        description="answer length the router prices a specialist it has not measured yet at, at its `decode_tok_s` "
+        "(a request's smaller max_tokens wins)",
+    )
 
 
 class Ingress(_Strict):

@@ -7,7 +7,9 @@
   specialists, so a specialist whose queue keeps growing keeps losing utility until another one wins.
   Expected latency = service time x max(1, (pending + 1) / capacity): a request that finds a free batch slot
   takes about the recent service time, one that queues waits for its share of the backlog. Service time is the
-  live EWMA latency when serve/ reports one and DEFAULT_SERVICE_S otherwise, but never less than the mean age of
+  live EWMA latency when serve/ reports one, otherwise the specialist's catalog speed over the expected answer
+  (`unmeasured_service_s`: a 6.6 tok/s model is not as fast as a 50 tok/s one just because neither has answered
+  yet; DEFAULT_SERVICE_S for a specialist without `decode_tok_s`), but never less than the mean age of
   the requests still in flight there: the EWMA learns only from finished requests, so without that floor a
   specialist that stalls (a hung engine finishes nothing) looks as fast as it last was until its requests time out.
   In steady state the mean age is about half the latency, so the floor stays out of the way until then.
@@ -24,7 +26,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
-from router.catalog import Profile, RouterDefaults
+from router.catalog import Profile, RouterDefaults, Specialist
 
 DEFAULT_SERVICE_S = 1.0
 TIE_EPSILON = 1e-3
@@ -73,6 +75,7 @@ class Load:
     replicas: int = 1  # healthy replicas (Ray Serve)
     slots_per_replica: int = 1  # requests one replica serves at once
     ewma_latency_s: float | None = None
+    unmeasured_service_s: float = DEFAULT_SERVICE_S  # service time assumed while ewma_latency_s is None
     ewma_ttft_s: float | None = None
     in_flight_age_s: float | None = None  # mean age of this router's unfinished requests to the specialist
     defaults: tuple[str, ...] = ()  # signals that were missing or stale and fell back to a default
@@ -83,10 +86,15 @@ class Load:
         return max(self.in_flight, (self.serve_ongoing or 0) + (self.serve_queued or 0))
 
     def expected_latency_s(self) -> float:
-        measured = self.ewma_latency_s if self.ewma_latency_s is not None else DEFAULT_SERVICE_S
+        measured = self.ewma_latency_s if self.ewma_latency_s is not None else self.unmeasured_service_s
         service = max(measured, self.in_flight_age_s or 0.0)
         capacity = max(1, self.replicas) * max(1, self.slots_per_replica)
         return service * max(1.0, (self.pending + 1) / capacity)
+
+
+def unmeasured_service_s(spec: Specialist, output_tokens: int) -> float:
+    """A specialist's service time before any answer is measured: its catalog decode speed over the expected answer."""
+    return output_tokens / spec.decode_tok_s if spec.decode_tok_s else DEFAULT_SERVICE_S
 
 
 def mean_age_s(started: list[float], now: float) -> float | None:
@@ -153,7 +161,7 @@ def rank(
 
 def _load_row(load: Load) -> dict:
     """The load as the trace shows it: only the signals that were read, plus the ones that fell back to defaults."""
-    row = {k: v for k, v in asdict(load).items() if v is not None and k != "defaults"}
+    row = {k: v for k, v in asdict(load).items() if v is not None and k not in ("defaults", "unmeasured_service_s")}
     if load.defaults:
         row["defaults"] = list(load.defaults)
     return row

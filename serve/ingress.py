@@ -21,7 +21,7 @@ from serve.dispatch import Upstream, call_specialist, is_context_overflow
 from serve.errors import APIError, bad_request, model_not_found, unavailable
 from serve.cluster_metrics import ServeMetricsPoller
 from serve.load import LoadTracker
-from serve.requests import ROUTER_FIELD, for_specialist, read_body, routing_text, validate
+from serve.requests import ROUTER_FIELD, for_specialist, max_answer_tokens, read_body, routing_text, validate
 
 log = logging.getLogger("ray.serve")
 
@@ -137,9 +137,9 @@ class RouterIngress:
     async def _serve(self, request: Request, method: str) -> Response:
         self._poll_serve_metrics()
         body = await read_body(request)
-        validate(method, body)
+        parsed = validate(method, body)
         deadline = self._deadline(request)
-        candidates, trace = await self._candidates(method, body)
+        candidates, trace = await self._candidates(method, body, max_answer_tokens(parsed))
         error: APIError | None = None
         for name in candidates:
             spec = self.profile.specialist(name)
@@ -172,7 +172,7 @@ class RouterIngress:
         largest = max(self.profile.specialist(n).context_window for n in candidates)
         return bad_request(f"{error.message} (the largest context window available is {largest} tokens)", code="context_length_exceeded")
 
-    async def _candidates(self, method: str, body: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    async def _candidates(self, method: str, body: dict[str, Any], max_tokens: int | None) -> tuple[list[str], dict[str, Any]]:
         """Pinned: just that specialist. `auto`: the router's ranking, best first, with its trace."""
         model = body["model"]
         if model != AUTO:
@@ -183,7 +183,7 @@ class RouterIngress:
             weights = Weights.from_request(body.get(ROUTER_FIELD), self.profile.router)
         except ValueError as e:
             raise bad_request(str(e), param=ROUTER_FIELD) from None
-        decision = await self.router.adecide(routing_text(method, body), weights, self.load.snapshot())
+        decision = await self.router.adecide(routing_text(method, body), weights, self.load.snapshot(max_tokens))
         down = [name for name in decision.ranked if self.load.is_down(name)]
         ranked = sorted(decision.ranked, key=down.__contains__)  # recently failed specialists go last, not away
         return ranked, {"mode": AUTO, **decision.trace, **({"down": down} if down else {})}

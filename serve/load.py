@@ -7,9 +7,11 @@ back to a documented default, named in `Load.defaults` and so in the decision tr
 - replicas: the deployment's min_replicas (what Serve keeps running at least), also while Serve reports no
   healthy replica (right after start-up the health series appears after the others);
 - Serve's ongoing/queued: this router's own in-flight count stands alone;
-- latency: router.policy.DEFAULT_SERVICE_S until a request to the specialist has finished; an estimate with
-  no new sample for LATENCY_FRESH_S (nothing sent there, nothing in flight) halves every LATENCY_HALF_LIFE_S
-  towards that default, so a specialist shunned after one slow spell is tried, and re-measured, again.
+- latency: until a request to the specialist has finished, the expected answer (the profile's
+  `router.expected_output_tokens`, or the request's smaller max_tokens) at its catalog `decode_tok_s`
+  (router.policy.DEFAULT_SERVICE_S without one); an estimate with no new sample for LATENCY_FRESH_S (nothing sent
+  there, nothing in flight) halves every LATENCY_HALF_LIFE_S towards that prior, so a specialist shunned after one
+  slow spell is tried, and re-measured, again.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from router.catalog import Profile, Specialist
-from router.policy import DEFAULT_SERVICE_S, mean_age_s
+from router.policy import mean_age_s, unmeasured_service_s
 from router.routing import Load
 from serve.cluster_metrics import ServeMetricsPoller
 
@@ -81,26 +83,32 @@ class LoadTracker:
         """Failed within the last DOWN_FOR_S seconds: a circuit breaker, so `auto` does not wait on a dead engine."""
         return time.monotonic() - self._counters[name].failed_at < DOWN_FOR_S
 
-    def snapshot(self) -> dict[str, Load]:
-        return {spec.name: self._load(spec) for spec in self.profile.specialists}
+    def snapshot(self, max_tokens: int | None = None) -> dict[str, Load]:
+        """Every specialist's load, latencies priced for a request that may generate up to `max_tokens`."""
+        expected = self.profile.router.expected_output_tokens
+        output_tokens = min(max_tokens, expected) if max_tokens else expected
+        return {spec.name: self._load(spec, output_tokens) for spec in self.profile.specialists}
 
-    def _latency_estimate(self, counters: _Counters, defaults: list[str]) -> float | None:
-        """The EWMA latency, aged towards the default while it is stale; how it was made is added to `defaults`."""
+    @staticmethod
+    def _latency_estimate(counters: _Counters, prior_s: float, prior_basis: str, defaults: list[str]) -> float | None:
+        """The EWMA latency, aged towards the prior while it is stale; how it was made is added to `defaults`."""
         if counters.ewma_latency_s is None:
-            defaults.append(f"latency: no finished request yet, {DEFAULT_SERVICE_S:g} s assumed")
+            defaults.append(f"latency: no finished request yet, {prior_s:.3g} s assumed ({prior_basis})")
             return None
         idle_s = time.monotonic() - counters.sampled_at
         if counters.started or idle_s <= LATENCY_FRESH_S:
             return counters.ewma_latency_s
         decay = 0.5 ** ((idle_s - LATENCY_FRESH_S) / LATENCY_HALF_LIFE_S)
-        aged = DEFAULT_SERVICE_S + (counters.ewma_latency_s - DEFAULT_SERVICE_S) * decay
+        aged = prior_s + (counters.ewma_latency_s - prior_s) * decay
         defaults.append(f"latency: last sample {idle_s:.0f} s ago, {counters.ewma_latency_s:.3g} s aged to {aged:.3g} s")
         return aged
 
-    def _load(self, spec: Specialist) -> Load:
+    def _load(self, spec: Specialist, output_tokens: int) -> Load:
         counters = self._counters[spec.name]
         defaults: list[str] = []
-        latency_s = self._latency_estimate(counters, defaults)
+        prior_s = unmeasured_service_s(spec, output_tokens)
+        basis = f"{output_tokens} tokens at decode_tok_s {spec.decode_tok_s:g}" if spec.decode_tok_s else "no catalog decode_tok_s"
+        latency_s = self._latency_estimate(counters, prior_s, basis, defaults)
         sample = self.serve_metrics.fresh(spec.name) if self.serve_metrics else None
         if sample is None:
             why = "no metrics_url" if self.serve_metrics is None else "serve metrics missing or stale"
@@ -114,6 +122,7 @@ class LoadTracker:
             replicas=max(1, (sample and sample.replicas) or spec.deployment.autoscaling.min_replicas),
             slots_per_replica=slots_per_replica(spec),
             ewma_latency_s=latency_s,
+            unmeasured_service_s=prior_s,
             ewma_ttft_s=counters.ewma_ttft_s,
             in_flight_age_s=mean_age_s(counters.started, time.monotonic()),
             defaults=tuple(defaults),

@@ -41,6 +41,11 @@ def validate(method: str, body: dict[str, Any]) -> Any:
         raise bad_request(f"Invalid request: {where}: {first['msg']}{more}", param=where) from None
 
 
+def max_answer_tokens(request: Any) -> int | None:
+    """The most tokens the client lets the answer have (None: up to the context window)."""
+    return getattr(request, "max_completion_tokens", None) or getattr(request, "max_tokens", None)
+
+
 def for_specialist(method: str, body: dict[str, Any], spec: Specialist) -> Any:
     """The request as this specialist receives it: its model id, and its system prompt when the client sent none."""
     payload = {k: v for k, v in body.items() if k != ROUTER_FIELD}

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from cluster.simulate import POLICIES, PREFILL_TOK_S, SLOTS, Cluster, Request, bursty_trace, replica_split, run, simulate
+from cluster.simulate import (
+    POLICIES, PREFILL_TOK_S, SLOTS, Cluster, Request, bursty_trace, p95_floor_s, replica_split, run, service_s, simulate,
+)
 from router.catalog import load_profile
 from router.policy import Weights
 
@@ -18,7 +20,7 @@ SMALL = ["--replicas", "8", "--requests", "300"]
 def _args(seed: int) -> argparse.Namespace:
     return argparse.Namespace(
         profile="gpu", replicas=8, requests=300, seed=seed, utilisation=0.65, burst_factor=4.0, burst_domain="biomedical",
-        provision="demand", slo_s=30.0,
+        provision="demand", slo_s=30.0, floor_quality_loss=0.02,
     )
 
 
@@ -103,3 +105,17 @@ def test_a_profile_without_decode_speeds_is_refused_naming_the_specialists():
     out = subprocess.run([sys.executable, "-m", "cluster.simulate", "--profile", "tiny", *SMALL], capture_output=True, text=True)
     assert out.returncode == 2 and "decode_tok_s" in out.stderr and "Traceback" not in out.stderr
     assert all(name in out.stderr for name in load_profile("tiny").names)
+
+
+def test_the_p95_floor_moves_requests_to_a_faster_specialist_only_as_far_as_the_quality_budget_stretches():
+    rates = {"slow": 10.0, "fast": 100.0}
+    quality = {"slow": 0.9, "fast": 0.8}
+    trace = [Request(at=i, domain="math", prompt_tokens=10, output_tokens=100, quality=quality) for i in range(20)]
+    slow_s, fast_s = service_s(trace[0], rates["slow"]), service_s(trace[0], rates["fast"])
+    assert p95_floor_s(trace, rates, quality_loss=0.02) == slow_s  # 19 moves needed (1 of 20 may be slow), 3 affordable
+    assert p95_floor_s(trace, rates, quality_loss=0.12) == fast_s  # 19 moves x 0.1 fit in 0.12 x 20 x 0.9
+
+
+def test_quality_only_never_beats_the_p95_floor():
+    report = run(_args(0))
+    assert report["p95_floor"]["p95_ms"] <= report["quality_only"]["p95_ms"]

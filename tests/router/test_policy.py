@@ -54,6 +54,16 @@ def test_requests_stuck_in_flight_raise_the_expected_latency_before_they_finish(
     assert decision.trace["specialists"]["tiny-coder"]["load"]["in_flight_age_s"] == 40.0
 
 
+def test_before_any_answer_a_budget_goes_to_the_specialist_whose_catalog_speed_meets_it(tiny_profile):
+    quality = {"tiny-coder": 0.9, "tiny-general": 0.6}
+    load = {"tiny-coder": Load(unmeasured_service_s=40.0), "tiny-general": Load(unmeasured_service_s=5.0)}
+    decision = rank(tiny_profile, quality, Weights(cost=0.0, latency_budget_s=30.0), load)
+    assert decision.winner == "tiny-general"
+    assert decision.trace["specialists"]["tiny-coder"]["expected_latency_s"] == 40.0
+    measured = {**load, "tiny-coder": Load(ewma_latency_s=10.0, unmeasured_service_s=40.0)}  # a measurement wins
+    assert rank(tiny_profile, quality, Weights(cost=0.0, latency_budget_s=30.0), measured).winner == "tiny-coder"
+
+
 def test_a_growing_queue_eventually_outweighs_a_quality_lead(tiny_profile):
     quality = {"tiny-coder": 0.9, "tiny-general": 0.6}
     for backlog, winner in ((0, "tiny-coder"), (40, "tiny-coder"), (400, "tiny-general")):

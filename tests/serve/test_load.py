@@ -102,6 +102,23 @@ def test_a_stale_latency_estimate_ages_towards_the_default_and_says_so(tiny):
         assert tracker.snapshot()["tiny-coder"].ewma_latency_s == 41.0
 
 
+def test_an_unmeasured_specialist_is_priced_at_its_catalog_speed_and_a_stale_one_ages_towards_that():
+    """Before its first answer a 6.6 tok/s model must not look as fast as a 16 tok/s one."""
+    local = load_profile("local")
+    tracker = LoadTracker(local)
+    coder, small = local.specialist("qwen-coder-1.5b"), local.specialist("qwen-coder-0.5b")
+    expected = local.router.expected_output_tokens
+    for max_tokens, tokens in ((64, 64), (None, expected), (100_000, expected)):  # max_tokens caps, never raises
+        load = tracker.snapshot(max_tokens)
+        assert load[coder.name].expected_latency_s() == pytest.approx(tokens / coder.decode_tok_s)
+        assert load[small.name].expected_latency_s() == pytest.approx(tokens / small.decode_tok_s)
+    assert any(f"64 tokens at decode_tok_s {coder.decode_tok_s:g}" in d for d in tracker.snapshot(64)[coder.name].defaults)
+    counters = tracker._counters[coder.name]
+    counters.ewma_latency_s, counters.sampled_at = 1.0, time.monotonic() - LATENCY_FRESH_S - LATENCY_HALF_LIFE_S
+    prior_s = 64 / coder.decode_tok_s
+    assert tracker.snapshot(64)[coder.name].ewma_latency_s == pytest.approx((1.0 + prior_s) / 2, rel=0.01)
+
+
 def test_the_mean_age_of_requests_in_flight_grows_until_they_finish(tiny):
     """What a stalled engine shows before any request to it finishes (the EWMA learns only from finished ones)."""
     tracker = LoadTracker(tiny)
