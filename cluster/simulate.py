@@ -100,18 +100,19 @@ def p95_floor_s(trace: list[Request], rates: dict[str, float], quality_loss: flo
     to the best specialist that serves it within T, losing the difference in predicted quality; the cheapest
     moves are made first. The floor is the smallest T whose moves fit in the quality budget."""
     best = [max(r.quality, key=r.quality.get) for r in trace]
+    times = [{n: service_s(r, rate) for n, rate in rates.items()} for r in trace]  # once, not per bound tried
     allowed_over = int(0.05 * len(trace))
     budget = quality_loss * sum(r.quality[b] for r, b in zip(trace, best))
 
     def fits(bound_s: float) -> bool:
         losses = sorted(
-            min((r.quality[b] - r.quality[n] for n in rates if service_s(r, rates[n]) <= bound_s), default=math.inf)
-            for r, b in zip(trace, best)
-            if service_s(r, rates[b]) > bound_s
+            min((r.quality[b] - r.quality[n] for n, t in at.items() if t <= bound_s), default=math.inf)
+            for r, b, at in zip(trace, best, times)
+            if at[b] > bound_s
         )
         return sum(losses[: max(0, len(losses) - allowed_over)]) <= budget
 
-    bounds = sorted({service_s(r, rates[n]) for r in trace for n in rates})
+    bounds = sorted({t for at in times for t in at.values()})
     low, high = 0, len(bounds) - 1  # fits(bounds[-1]): nothing is slower than the slowest service time
     while low < high:
         middle = (low + high) // 2
