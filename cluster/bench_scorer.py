@@ -32,29 +32,29 @@ from router.train import fit_head, role_targets
 
 VARIANTS = ("6:128:fp32", "6:128:int8", "6:64:fp32", "3:64:int8", "3:32:int8", "2:32:int8", "2:32:int8:distilled",
             "2:48:int8:distilled")
-FOLDS = 10  # as `python -m router eval --loso`
+FOLDS = 10  # source-disjoint groups, as `router eval --loso --folds 10` (the tables in docs/ were made this way)
 THREADS = 2  # the machine's cores, as `python -m router` runs
 
 
-def encoders_of(variant: str, items: list[dict]) -> Callable[[int], MiniLMEncoder]:
-    """`layers:tokens:fp32|int8[:distilled|finetuned]` -> the encoder for each held-out fold (ONNX graphs built on
-    first use)."""
+def encoders_of(variant: str, items: list[dict]) -> Callable[[set[str]], MiniLMEncoder]:
+    """`layers:tokens:fp32|int8[:distilled|finetuned]` -> the encoder for each fold's held-out sources (ONNX graphs
+    built on first use)."""
     layers, tokens, weights, *trained = variant.split(":")
     if weights not in ("fp32", "int8") or trained not in ([], ["distilled"], ["finetuned"]):
         raise SystemExit(f"{variant}: expected layers:tokens:fp32|int8[:distilled|finetuned]")
     if trained:
         kind = FinetuneConfig if trained == ["finetuned"] else DistillConfig
-        return held_out_students(items, FOLDS, kind(layers=int(layers), tokens=int(tokens), quantized=weights == "int8"))
+        return held_out_students(items, kind(layers=int(layers), tokens=int(tokens), quantized=weights == "int8"))
     encoder = MiniLMEncoder(max_tokens=int(tokens), layers=int(layers), quantized=weights == "int8")
-    return lambda fold: encoder
+    return lambda held_out: encoder
 
 
 def measure(variant: str, items: list[dict]) -> dict:
     """Leave-sources-out hit rates and the scoring cost of the scorer built on one encoder variant (for a
-    distilled or fine-tuned one, the cost is timed on fold 0's student: every student has the same shape)."""
-    encoder_for_fold = encoders_of(variant, items)
-    encoder = encoder_for_fold(0)
-    loso = leave_sources_out(items, folds=FOLDS, encoder_for_fold=encoder_for_fold)
+    distilled or fine-tuned one, the cost is timed on one of its students: every student has the same shape)."""
+    encoder_for = encoders_of(variant, items)
+    encoder = encoder_for({items[0]["source"]})
+    loso = leave_sources_out(items, folds=FOLDS, encoder_for=encoder_for)
     features = encoder.encode_cached([i["prompt"] for i in items])
     roles = role_targets([i["domain"] for i in items])
     head = fit_head(features, roles, groups=[i["source"] for i in items])

@@ -45,12 +45,15 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     from router.scorer import Scorer
 
     if args.loso:
-        from router.students import describe, held_out_students
+        from router.students import STUDENT_GROUPS, describe, held_out_students
 
+        if args.student and args.folds % STUDENT_GROUPS:
+            raise SystemExit(f"--folds {args.folds}: a fold would mix sources of both students, so no student could embed it "
+                             f"unseen; with --student or --finetune use 0 (one source per fold) or a multiple of {STUDENT_GROUPS}")
         items = data.load()
-        students = held_out_students(items, args.folds, args.student, progress=True) if args.student else None
+        students = held_out_students(items, args.student, progress=True) if args.student else None
         report = leave_sources_out(items, folds=args.folds, config=FitConfig(epochs=args.epochs, seed=args.seed),
-                                   encoder_for_fold=students)
+                                   encoder_for=students)
         report["student"] = describe(args.student)
         report.update(_scoring_cost_of_checkpoint(args.checkpoint, items))
         return report
@@ -72,7 +75,7 @@ def cmd_quality_eval(args: argparse.Namespace) -> dict:
     from router.quality_eval import plot, quality_eval
 
     report = quality_eval(args.train, args.test, args.strong, args.weak, args.exclude, FitConfig(seed=args.seed),
-                          tuple(args.epochs))
+                          tuple(args.epochs), args.finetune)
     if args.plot:
         plot(report, args.plot, f"{args.strong} vs {args.weak}: held-out files")
     return report
@@ -126,7 +129,8 @@ def parser() -> argparse.ArgumentParser:
     s = add("eval", "role-routing hit rates, scoring cost and baselines")
     s.add_argument("--data", type=Path, help="JSONL with `prompt` and `domain` per line")
     s.add_argument("--loso", action="store_true", help="leave-sources-out on the built dataset instead")
-    s.add_argument("--folds", type=int, default=10)
+    s.add_argument("--folds", type=int, default=0,
+                   help="--loso: hold out one source at a time (0), or this many source-disjoint groups of sources")
     s.add_argument("--epochs", type=int, default=FitConfig.epochs)
     s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     student = s.add_mutually_exclusive_group()
@@ -146,6 +150,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, nargs="+", default=list(EPOCH_CANDIDATES),
                    help="candidate epoch counts, chosen by APGR on a validation split of the train files")
     s.add_argument("--plot", type=Path, help="write the cost-quality PNG here")
+    s.add_argument("--finetune", action="store_true",
+                   help="fit on an encoder fine-tuned on the role labels of every dataset source but the test files' "
+                        "(~15 min on 2 cores; docs/router/README.md: it routes worse than the frozen one)")
 
     s = add("label", "ask specialists checkable questions over an OpenAI-compatible API and write a quality matrix")
     s.add_argument("--profile", default="local")

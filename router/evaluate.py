@@ -55,42 +55,54 @@ def baselines(train_x, train_roles, test_x, test_texts, seed: int = 0) -> dict[s
     }
 
 
-def leave_sources_out(items: list[dict], folds: int = 10, config: FitConfig = FitConfig(),
-                      encoder_for_fold: Callable[[int], MiniLMEncoder] | None = None) -> dict:
-    """Every source (MMLU subject, benchmark) lands in one of `folds` groups; each group is predicted by a scorer
-    (head ensemble + kNN vote, as `Scorer.predict` combines them) and baselines built from the other groups only.
+def fold_of_source(sources: set[str], folds: int) -> dict[str, int]:
+    """Each source's held-out fold: its stable hash group of `folds`, or with folds=0 a fold of its own
+    (leave-one-source-out: 67 fits instead of 10, and every held-out source keeps all the others to learn from)."""
+    if folds == 0:
+        return {source: fold for fold, source in enumerate(sorted(sources))}
+    return {source: source_fold(source, folds) for source in sources}
+
+
+def leave_sources_out(items: list[dict], folds: int = 0, config: FitConfig = FitConfig(),
+                      encoder_for: Callable[[set[str]], MiniLMEncoder] | None = None) -> dict:
+    """Every source (MMLU subject, benchmark) lands in a fold (`fold_of_source`); each fold is predicted by a scorer
+    (head ensemble + kNN vote, as `Scorer.predict` combines them) and baselines built from the other folds only.
     Encoders are frozen, so each one's embeddings are computed once: the deployed one for every fold by default,
-    or `encoder_for_fold(fold)` (a cheaper variant, or a distilled student that never saw that fold's prompts)."""
+    or `encoder_for(held-out sources)` (a cheaper variant, or a student that never saw those sources' prompts)."""
     texts = [i["prompt"] for i in items]
     domains = [i["domain"] for i in items]
     roles = role_targets(domains)
-    fold_of = torch.tensor([source_fold(i["source"], folds) for i in items])
-    if encoder_for_fold is None:
+    sources = [i["source"] for i in items]
+    fold_of = fold_of_source(set(sources), folds)
+    fold_of_item = torch.tensor([fold_of[s] for s in sources])
+    if encoder_for is None:
         deployed = MiniLMEncoder()
-        encoder_for_fold = lambda fold: deployed  # noqa: E731
+        encoder_for = lambda held_out: deployed  # noqa: E731
     features_of: dict[str, torch.Tensor] = {}
     predictions = {name: torch.zeros(len(items), len(ROLES)) for name in ("router", "random", "majority", "keyword", "knn")}
-    for fold in range(folds):
-        test = fold_of == fold
+    fold_count = max(fold_of.values()) + 1
+    for fold in range(fold_count):
+        test = fold_of_item == fold
         if not test.any():
             continue
-        fold_encoder = encoder_for_fold(fold)
+        fold_encoder = encoder_for({s for s, f in fold_of.items() if f == fold})
         if fold_encoder.info["features"] not in features_of:
             features_of[fold_encoder.info["features"]] = fold_encoder.encode_cached(texts)
         features = features_of[fold_encoder.info["features"]]
         train_idx, test_idx = (~test).nonzero().flatten(), test.nonzero().flatten()
-        head = fit_head(features[train_idx], roles[train_idx], config=config, groups=[items[i]["source"] for i in train_idx])
+        head = fit_head(features[train_idx], roles[train_idx], config=config, groups=[sources[i] for i in train_idx])
         with torch.inference_mode():
             reference = reference_set(features[train_idx], roles[train_idx])
             predictions["router"][test_idx] = role_probs(head(features[test_idx])[0], features[test_idx], reference)
         test_texts = [texts[i] for i in test_idx]
         for name, probs in baselines(features[train_idx], roles[train_idx], features[test_idx], test_texts, fold).items():
             predictions[name][test_idx] = probs
-        print(f"fold {fold + 1}/{folds}: {len(test_idx)} held-out items", flush=True)
+        print(f"fold {fold + 1}/{fold_count}: {len(test_idx)} held-out items", flush=True)
     router = predictions.pop("router")
     report = hit_rates(router, domains)
-    report["protocol"] = f"leave-sources-out: {len({i['source'] for i in items})} sources in {folds} source-disjoint folds"
-    report["per_source_top1"] = per_source_top1([i["source"] for i in items], router.argmax(1) == roles)
+    report["protocol"] = (f"leave-one-source-out: {len(fold_of)} sources, one fold each" if folds == 0 else
+                          f"leave-sources-out: {len(fold_of)} sources in {fold_count} source-disjoint folds")
+    report["per_source_top1"] = per_source_top1(sources, router.argmax(1) == roles)
     report["baselines"] = {name: hit_rates(p, domains) for name, p in predictions.items()}
     for name, result in report["baselines"].items():
         report[name] = {k: result[k] for k in ("top1", "top3", "per_domain")}

@@ -106,11 +106,37 @@ def choose_epochs(encoder: MiniLMEncoder, train_files: list[Path], strong: str, 
     return {"files": [Path(f).name for f in val_files], "n": len(val[0]), "apgr_by_epochs": apgr, "epochs": best}
 
 
+def sources_of_files(files: list[Path], sources: set[str]) -> set[str]:
+    """The dataset sources outcome files hold, by name (`mmlu_professional_law.csv` -> `mmlu/professional law`,
+    `gsm8k_responses.csv` -> `gsm8k`); a file that names no source is refused rather than guessed."""
+    found = set()
+    for path in files:
+        stem = Path(path).stem
+        named = {s for s in sources if stem == (key := s.replace("/", "_").replace(" ", "_")) or stem.startswith(key + "_")}
+        if not named:
+            raise ValueError(f"{path}: its name matches no dataset source, so its prompts cannot be kept out of fine-tuning")
+        found |= named
+    return found
+
+
+def role_encoder_without(test_files: list[Path]) -> MiniLMEncoder:
+    """The encoder fine-tuned on the dataset's role labels as the deployed scorer's is, minus the sources the test
+    files hold, so no test prompt reaches it (the deployed encoder saw every MMLU subject's prompts)."""
+    from router.data import load
+    from router.students import FinetuneConfig, student_encoder
+
+    items = load()
+    held_out = sources_of_files(test_files, {i["source"] for i in items})
+    return student_encoder([i for i in items if i["source"] not in held_out], FinetuneConfig(), progress=True)
+
+
 def quality_eval(train_files: list[Path], test_files: list[Path], strong: str, weak: str,
                  exclude_files: list[Path] = (), config: FitConfig = FitConfig(),
-                 epoch_candidates: tuple[int, ...] = EPOCH_CANDIDATES) -> dict:
+                 epoch_candidates: tuple[int, ...] = EPOCH_CANDIDATES, role_finetuned: bool = False) -> dict:
+    """Route the test files by a quality head fitted on the train files, on the frozen encoder's vectors or
+    (`role_finetuned`) on those of an encoder fine-tuned on the role labels without the test files' sources."""
     exclude = read_excluded(list(exclude_files))
-    encoder = MiniLMEncoder()
+    encoder = role_encoder_without(test_files) if role_finetuned else MiniLMEncoder()
     validation = choose_epochs(encoder, list(train_files), strong, weak, exclude, config, tuple(epoch_candidates))
     config = replace(config, epochs=validation["epochs"])
     train_prompts, train_outcomes = read_pairs(train_files, strong, weak, set())
@@ -127,7 +153,7 @@ def quality_eval(train_files: list[Path], test_files: list[Path], strong: str, w
         "curve": {"strong_share": SHARES, "router_pgr": router["pgr"]},
         "train_files": [Path(f).name for f in train_files], "test_files": [Path(f).name for f in test_files],
         "excluded_contaminated": len(exclude), "strong": strong, "weak": weak, "seed": config.seed,
-        "epochs": config.epochs, "members": config.members, "validation": validation,
+        "epochs": config.epochs, "members": config.members, "validation": validation, "encoder": encoder.info["features"],
     }
 
 

@@ -77,7 +77,7 @@ def describe(config: DistillConfig | None) -> dict | None:
     return {"kind": "fine-tuned" if isinstance(config, FinetuneConfig) else "distilled", **asdict(config)}
 
 
-STUDENT_GROUPS = 2  # leave-sources-out: students per variant, each trained on the folds with fold % this == its index
+STUDENT_GROUPS = 2  # leave-sources-out: students per variant, each trained on the sources whose source_fold(, this) is its index
 BUCKET = 50  # batches per length bucket: shuffled prompts are sorted by length in groups of this many batches
 
 
@@ -195,12 +195,19 @@ def student_encoder(items: list[dict], config: DistillConfig, progress: bool = F
     return MiniLMEncoder(config.tokens, config.layers, config.quantized, student_weights(items, config, progress))
 
 
-def held_out_students(items: list[dict], folds: int, config: DistillConfig = DistillConfig(),
-                      progress: bool = False) -> Callable[[int], MiniLMEncoder]:
-    """For `leave_sources_out`: STUDENT_GROUPS students, each trained on the items of one group of folds; a
-    held-out fold is embedded by a student that never saw its prompts (so each learns from ~half the data: the
-    estimate is, if anything, pessimistic for a student trained on all of it)."""
-    group_of = [source_fold(i["source"], folds) % STUDENT_GROUPS for i in items]
-    students = [student_encoder([i for i, g in zip(items, group_of) if g == group], config, progress)
+def held_out_students(items: list[dict], config: DistillConfig = DistillConfig(),
+                      progress: bool = False) -> Callable[[set[str]], MiniLMEncoder]:
+    """For `leave_sources_out`: STUDENT_GROUPS students, each trained on the items of one group of sources (by
+    stable hash); held-out sources are embedded by a student that never saw their prompts (so each learns from
+    ~half the data: the estimate is, if anything, pessimistic for a student trained on all of it)."""
+    students = [student_encoder([i for i in items if source_fold(i["source"], STUDENT_GROUPS) == group], config, progress)
                 for group in range(STUDENT_GROUPS)]
-    return lambda fold: students[(fold + 1) % STUDENT_GROUPS]
+
+    def encoder_for(held_out: set[str]) -> MiniLMEncoder:
+        groups = {source_fold(source, STUDENT_GROUPS) for source in held_out}
+        if len(groups) != 1:
+            raise ValueError(f"held-out sources {sorted(held_out)} span {len(groups)} student groups: with students, "
+                             f"use a number of folds divisible by {STUDENT_GROUPS}, or 0 (one source per fold)")
+        return students[(groups.pop() + 1) % STUDENT_GROUPS]
+
+    return encoder_for

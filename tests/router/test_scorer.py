@@ -1,6 +1,7 @@
 """Training converges on a small sample, the checkpoint round-trips, and `eval` prints the promised fields."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +133,13 @@ def test_a_cheaper_encoder_variant_gives_unit_vectors_and_a_checkpoint_for_the_f
     assert vectors.shape == (2, 384) and vectors.norm(dim=1).allclose(torch.ones(2), atol=1e-4)
     with pytest.raises(ValueError, match="trained for encoder"):
         Scorer.load(small_checkpoint, encoder=variant)
+
+
+def test_a_role_finetuned_quality_eval_encoder_never_learns_from_the_test_files_sources():
+    from router.quality_eval import sources_of_files
+
+    sources = {"mmlu/professional law", "mmlu/professional medicine", "gsm8k", "humaneval"}
+    held_out = sources_of_files([Path("x/mmlu_professional_law.csv"), Path("gsm8k_responses.csv")], sources)
+    assert held_out == {"mmlu/professional law", "gsm8k"}
+    with pytest.raises(ValueError, match="matches no dataset source"):
+        sources_of_files([Path("arena_battles.csv")], sources)

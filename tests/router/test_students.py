@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from router import data, students
-from router.data import source_fold
 from router.encoder import MiniLMEncoder
+from router.evaluate import fold_of_source
 from router.scorer import Scorer
 from router.students import DistillConfig, FinetuneConfig, held_out_students
 from router.train import FitConfig, role_targets, train
@@ -68,17 +68,27 @@ def test_a_checkpoint_carries_its_student_and_load_rebuilds_that_encoder(tmp_pat
     assert torch.equal(scorer.predict(texts)[0], Scorer.load(path).predict(texts)[0])
 
 
-def test_leave_sources_out_embeds_each_fold_with_a_student_that_never_saw_it(monkeypatch):
-    items, folds, seen = sample(200), 10, []
+@pytest.mark.parametrize("folds", [10, 0], ids=["ten-folds", "one-source-per-fold"])
+def test_leave_sources_out_embeds_each_fold_with_a_student_that_never_saw_it(monkeypatch, folds):
+    items, trained_on = sample(200), {}
     real = students.student_weights
 
     def recording(items, config, progress=False):
-        seen.append({i["prompt"] for i in items})
-        return real(items, config, progress)
+        weights = real(items, config, progress)
+        trained_on[id(weights)] = {i["prompt"] for i in items}
+        return weights
 
     monkeypatch.setattr(students, "student_weights", recording)
-    encoder_for_fold = held_out_students(items, folds, TINY)
-    trained_on = {id(encoder_for_fold(1)): seen[0], id(encoder_for_fold(0)): seen[1]}  # each student serves the other group
-    for fold in range(folds):
-        held_out = {i["prompt"] for i in items if source_fold(i["source"], folds) == fold}
-        assert not held_out & trained_on[id(encoder_for_fold(fold))]
+    encoder_for = held_out_students(items, TINY)
+    fold_of = fold_of_source({i["source"] for i in items}, folds)
+    for fold in set(fold_of.values()):
+        held_out = {i["prompt"] for i in items if fold_of[i["source"]] == fold}
+        encoder = encoder_for({s for s, f in fold_of.items() if f == fold})
+        assert held_out and not held_out & trained_on[id(encoder.student)]
+
+
+def test_students_refuse_folds_that_mix_their_groups():
+    items = sample(200)
+    encoder_for = held_out_students(items, TINY)
+    with pytest.raises(ValueError, match="student groups"):
+        encoder_for({i["source"] for i in items})
