@@ -77,7 +77,7 @@ def describe(config: DistillConfig | None) -> dict | None:
     return {"kind": "fine-tuned" if isinstance(config, FinetuneConfig) else "distilled", **asdict(config)}
 
 
-STUDENT_GROUPS = 2  # leave-sources-out: students per variant, each trained on the sources whose source_fold(, this) is its index
+STUDENT_GROUPS = 2  # leave-sources-out: students per variant; student g learns from the sources with source_fold(source, this) == g
 BUCKET = 50  # batches per length bucket: shuffled prompts are sorted by length in groups of this many batches
 
 
