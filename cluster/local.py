@@ -27,6 +27,9 @@ DASHBOARD_PORT = 8265
 SHUTDOWN_GRACE_S = 30
 GCS_PORT = 6379
 METRICS_PORT = 8080  # Prometheus text of this node: Ray Serve and vLLM engine metrics (log_engine_metrics)
+# A machine's first start compiles the Qwens (torch.compile; cached in ~/.cache/vllm and /tmp/torchinductor_root):
+# on a fresh 2-core machine the 1.5B was still compiling after 900 s
+READY_TIMEOUT_S = 1800
 
 
 class ClusterError(RuntimeError):
@@ -36,7 +39,7 @@ class ClusterError(RuntimeError):
 class LocalCluster:
     """A Ray head on this machine serving one profile on 127.0.0.1; a context manager that always cleans up."""
 
-    def __init__(self, profile: str = "local", *, port: int = 8000, ready_timeout_s: float = 900, cache_dir: Path | None = None):
+    def __init__(self, profile: str = "local", *, port: int = 8000, ready_timeout_s: float = READY_TIMEOUT_S, cache_dir: Path | None = None):
         self.profile_name = profile
         self.profile: Profile = load_profile(profile)
         self.port = port
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cluster.local", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="local")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--ready-timeout", type=float, default=900, help="seconds to wait for every specialist")
+    parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S, help="seconds to wait for every specialist")
     ns = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the cleanup in `with` on `kill` too
     try:

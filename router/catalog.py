@@ -201,6 +201,11 @@ class Profile(_Strict):
     description: str = ""
     accelerator: str = Field(description="`cpu`, or a Ray accelerator type such as `L4` or `A100`")
     engine_env: dict[str, str] = Field(default_factory=dict, description="env vars of every engine process")
+    serving_engine_cpu_priority: Literal["normal", "low", "idle"] = Field(
+        default="normal",
+        description="CPU priority of a replica's processes once its engine serves, against Ray's niceness 15 for a "
+        "replica still starting on the same cores: `low` = niceness 19, `idle` = SCHED_IDLE (serve/engine_start.py)",
+    )
     router: RouterDefaults = RouterDefaults()
     ingress: Ingress = Ingress()
     specialists: list[Specialist] = Field(min_length=1)

@@ -12,6 +12,7 @@ from ray.serve import Application
 from ray.serve.llm import build_llm_deployment
 
 from router.catalog import DEFAULT_CATALOG, default_cache_dir, load_profile
+from serve.cluster_metrics import DEPLOYMENT_PREFIX
 from serve.ingress import RouterIngress
 from serve.llm_configs import llm_config
 
@@ -30,7 +31,8 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
     profile = load_profile(args.profile, args.catalog or DEFAULT_CATALOG)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     specialists = {
-        spec.name: build_llm_deployment(llm_config(spec, profile, cache)) for spec in profile.specialists
+        spec.name: build_llm_deployment(llm_config(spec, profile, cache), name_prefix=DEPLOYMENT_PREFIX)
+        for spec in profile.specialists
     }
     ingress = RouterIngress.options(
         name="router",

@@ -37,9 +37,12 @@ class ServeSample:
     at: float  # time.monotonic() of the poll that read it
 
 
+DEPLOYMENT_PREFIX = "LLMServer:"  # Ray Serve LLM's default, kept by `serve.app` for its LLMServer subclass
+
+
 def deployment_name(specialist: str) -> str:
-    """The Serve deployment that `ray.serve.llm.build_llm_deployment` creates for a specialist."""
-    return f"LLMServer:{specialist}"
+    """The Serve deployment that `serve.app` creates for a specialist."""
+    return f"{DEPLOYMENT_PREFIX}{specialist}"
 
 
 def _lines_of(text: str, metrics: set[str]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from ray.serve.llm import LLMConfig
 
 from router.catalog import CatalogError, Profile, Specialist
-from serve.engine_start import PreparedWeightsCallback
+from serve.engine_start import SERVING_PRIORITY_ENV, PreparedWeightsCallback, YieldingLLMServer
 
 
 @cache
@@ -56,6 +56,14 @@ def deployment_config(spec: Specialist, profile: Profile) -> dict[str, Any]:
     return options
 
 
+def engine_env(profile: Profile) -> dict[str, str]:
+    """Env vars of a replica and its engine processes: the profile's, plus the CPU priority a serving engine drops to."""
+    env = dict(profile.engine_env)
+    if profile.serving_engine_cpu_priority != "normal":
+        env[SERVING_PRIORITY_ENV] = profile.serving_engine_cpu_priority
+    return env
+
+
 def llm_config(spec: Specialist, profile: Profile, cache_dir: Path) -> LLMConfig:
     source = spec.model_source(cache_dir)
     if spec.is_prepared_locally and not (Path(source) / "config.json").exists():
@@ -67,7 +75,8 @@ def llm_config(spec: Specialist, profile: Profile, cache_dir: Path) -> LLMConfig
         model_loading_config={"model_id": spec.name, "model_source": source},
         engine_kwargs=engine_kwargs(spec),
         deployment_config=deployment_config(spec, profile),
-        runtime_env={"env_vars": dict(profile.engine_env)} if profile.engine_env else None,
+        runtime_env={"env_vars": env} if (env := engine_env(profile)) else None,
+        server_cls=YieldingLLMServer,
         log_engine_metrics=True,
         **({"callback_config": {"callback_class": PreparedWeightsCallback}} if spec.is_prepared_locally else {}),
         **accelerator,

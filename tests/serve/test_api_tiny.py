@@ -3,6 +3,7 @@
 import asyncio
 import json
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +11,9 @@ import httpx
 import openai
 import psutil
 import pytest
+
+from router.catalog import load_profile
+from serve.engine_start import LOW_NICENESS
 
 CODER, GENERAL = "tiny-coder", "tiny-general"  # windows: 256 and 512 tokens
 HI = [{"role": "user", "content": "hi"}]
@@ -216,6 +220,15 @@ def engine_core_of(specialist: str, settle_s: float = 60) -> psutil.Process:
         if time.monotonic() > deadline:
             raise LookupError(f"{specialist}: {len(replicas)} replica processes, {len(cores)} EngineCores after {settle_s} s")
         time.sleep(1)
+
+
+def test_a_serving_engine_yields_the_cpu_to_replicas_still_starting(tiny_url: str):
+    """Every thread of a serving replica (actor, EngineCore, their workers) runs at niceness 19, as the tiny profile
+    says, so a scale-up's new replica (Ray starts it at niceness 15) gets most of the shared cores."""
+    assert load_profile("tiny").serving_engine_cpu_priority == "low"
+    replica = engine_core_of(CODER).parent()
+    threads = [t.id for p in (replica, *replica.children(recursive=True)) for t in p.threads()]
+    assert len(threads) > 10 and {os.getpriority(os.PRIO_PROCESS, t) for t in threads} == {LOW_NICENESS}
 
 
 def test_a_stalled_engine_is_routed_around_before_its_requests_finish(http: httpx.Client, tiny_url: str):

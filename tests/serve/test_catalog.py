@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from router.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
+from serve.engine_start import SERVING_PRIORITY_ENV, YieldingLLMServer
 from serve.llm_configs import PREFIX_AFFINITY_ROUTER, deployment_config, engine_arg_names, engine_kwargs, llm_config
 
 
@@ -50,6 +51,21 @@ def _catalog_with(tmp_path: Path, edit) -> Path:
     path = tmp_path / "models.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def test_serving_engines_yield_the_cpu_only_where_the_profile_says(tmp_path: Path):
+    """CPU profiles share cores between a starting replica and serving ones; GPU nodes leave engine priority alone."""
+    gpu = load_catalog().profile("gpu")
+    config = llm_config(gpu.specialists[0], gpu, tmp_path)
+    assert config.server_cls is YieldingLLMServer
+    assert SERVING_PRIORITY_ENV not in ((config.runtime_env or {}).get("env_vars") or {})
+    for name in ("local", "tiny"):
+        assert load_catalog().profile(name).serving_engine_cpu_priority == "low"
+    path = _catalog_with(tmp_path, lambda raw: raw["profiles"]["gpu"].update(serving_engine_cpu_priority="low"))
+    gpu = load_catalog(path).profile("gpu")
+    assert llm_config(gpu.specialists[0], gpu, tmp_path).runtime_env["env_vars"][SERVING_PRIORITY_ENV] == "low"
+    with pytest.raises(CatalogError, match=r"profiles\.gpu\.serving_engine_cpu_priority"):
+        load_catalog(_catalog_with(tmp_path, lambda raw: raw["profiles"]["gpu"].update(serving_engine_cpu_priority="lowest")))
 
 
 def test_a_misspelt_engine_kwarg_fails_with_a_suggestion(tmp_path: Path):

@@ -16,7 +16,7 @@ TASK = "Write a Python function is_prime(n) that returns True when n is a prime 
 
 @pytest.fixture(scope="module")
 def local_url():
-    with LocalCluster("local", ready_timeout_s=1200) as cluster:
+    with LocalCluster("local") as cluster:
         yield cluster.base_url
 
 
