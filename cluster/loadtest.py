@@ -1,6 +1,7 @@
 """Open-loop load test of the router: `python -m cluster.loadtest --shape step --base 0.5 --peak 4 --duration 180`.
 
-Mixed-role prompts from the router's dataset are sent as OpenAI streaming chat requests to 127.0.0.1 on an
+Mixed-role prompts from the router's dataset, each fitting every specialist the run may reach
+(cluster/load_prompts.py), are sent as OpenAI streaming chat requests to 127.0.0.1 on an
 arrival schedule (cluster/load_shapes.py); each request is made and timed (TTFT, latency, tokens) by vLLM's
 own benchmark client (`vllm.benchmarks.lib.endpoint_request_func`, what `vllm bench serve` uses), so the numbers
 mean what they mean in vLLM's benchmarks. Meanwhile Serve's REST API (replicas and the autoscaler's target per
@@ -36,29 +37,17 @@ from vllm.benchmarks.lib.endpoint_request_func import (
     async_request_openai_chat_completions,
 )
 
+from cluster.load_prompts import mixed_prompts
 from cluster.load_report import summarise, write_plot
 from cluster.load_shapes import SHAPES, LoadShape, arrival_times
 from cluster.serve_status import APPLICATIONS_PATH, replicas_by_deployment
 from cluster.scored_prompts import predicted_quality
-from router import data
 from router.catalog import default_cache_dir, load_profile
 from serve.cluster_metrics import sum_by_deployment
 
 HOST = "127.0.0.1"
 WATCH_INTERVAL_S = 1.0
-PROMPT_CHARS = 600  # keeps prompt + answer inside the smallest context window of the CPU profiles
 REQUEST_COUNTER = "ray_serve_deployment_request_counter_total"
-
-
-def mixed_prompts(n: int, seed: int) -> list[dict]:
-    """n prompts, the four domains in equal shares, from the router's dataset (`python -m router data`)."""
-    rng = random.Random(seed)
-    by_domain: dict[str, list[dict]] = {}
-    for item in data.load():
-        by_domain.setdefault(item["domain"], []).append(item)
-    domains = sorted(by_domain)
-    picked = [rng.choice(by_domain[domains[i % len(domains)]]) for i in range(n)]
-    return [{"domain": p["domain"], "prompt": p["prompt"][:PROMPT_CHARS]} for p in picked]
 
 
 class ClientBalancer:
@@ -134,8 +123,9 @@ class ServeWatcher:
 async def run(args: argparse.Namespace) -> dict:
     shape = LoadShape(args.shape, args.base, args.peak, args.duration, burst_s=args.burst_s, period_s=args.period_s)
     times = arrival_times(shape, args.max_requests, args.seed)
-    prompts = mixed_prompts(len(times), args.seed)
     profile = load_profile(args.profile)
+    reachable = [profile.specialist(args.model)] if args.policy == "router" and args.model != "auto" else profile.specialists
+    prompts = mixed_prompts(len(times), args.seed, reachable, default_cache_dir(), args.max_tokens)
     quality = predicted_quality(profile, [p["prompt"] for p in prompts], default_cache_dir())
     balancer = ClientBalancer(args.policy, profile.names, args.seed) if args.policy != "router" else None
     answered_by: dict[str, str] = {}
