@@ -48,6 +48,7 @@ def layer_matmul_graph(workdir: Path, hidden: int, intermediate: int, quantized:
     graph = helper.make_graph(nodes, "layer_matmuls", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", hidden])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", hidden])], weights)
     fp32 = workdir / "layer-fp32.onnx"
+    # ir_version 8: onnx 1.23 writes IR 14 by default, which onnxruntime 1.31 refuses (it reads up to 13)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), fp32)
     if not quantized:
         return fp32
@@ -98,8 +99,7 @@ def ceiling(variant: str, texts: list[str], hidden: int, intermediate: int, work
     return {"variant": variant, "mean_tokens": round(tokens, 1),
             "gmac_per_prompt": round(int(layers) * tokens * multiply_adds / 1e9, 3),
             "weight_gmac_s": round(multiply_adds / per_token_layer / 1e9, 1),
-            "ceiling_prompts_s": round(1 / (int(layers) * tokens * per_token_layer)),
-            "target_prompts_s": TARGET}
+            "ceiling_prompts_s": round(1 / (int(layers) * tokens * per_token_layer))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         rows = [ceiling(v, texts, config["hidden_size"], config["intermediate_size"], Path(tmp)) for v in args.variants.split(",")]
-    report = {"prompts": len(texts), "threads": THREADS, "cpu": os.cpu_count(),
+    report = {"prompts": len(texts), "target_prompts_s": TARGET, "threads": THREADS, "cpu": os.cpu_count(),
               "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}, "variants": rows}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
