@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from router import data
-from router.encoder import BATCH, THREADS
+from router.encoder import BATCH, THREADS, wordpiece_tokenizer
 from router.evaluate import cost_sample
 from router.sources import encoder_dir
 
@@ -80,12 +80,7 @@ def seconds_per_token_layer(graph: Path, rows: int, hidden: int, rounds: int = 7
 
 def mean_tokens(texts: list[str], window: int) -> float:
     """Mean WordPiece tokens per prompt ([CLS] and [SEP] included) under the encoder's window."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(encoder_dir() / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(window)
-    return statistics.fmean(len(e.ids) for e in tokenizer.encode_batch(texts))
+    return statistics.fmean(len(e.ids) for e in wordpiece_tokenizer(window).encode_batch(texts))
 
 
 def ceiling(variant: str, texts: list[str], hidden: int, intermediate: int, workdir: Path) -> dict:

@@ -78,6 +78,14 @@ class PooledMiniLM(torch.nn.Module):
         return torch.nn.functional.normalize(pooled, dim=1)
 
 
+def wordpiece_tokenizer(max_tokens: int) -> Tokenizer:
+    """The model's own WordPiece tokenizer, unpadded, cut at a window of `max_tokens` ([CLS] and [SEP] included)."""
+    tokenizer = Tokenizer.from_file(str(encoder_dir() / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_tokens)
+    return tokenizer
+
+
 def pad(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of one batch -> (ids, attention mask), zero-padded to the longest."""
     width = max(len(x) for x in ids)
@@ -134,10 +142,7 @@ class MiniLMEncoder:
             import onnxruntime as ort
         except ImportError as error:  # RuntimeError: Router.from_profile then falls back to keywords and says why
             raise RuntimeError(f"the router encoder needs onnxruntime (pip install onnxruntime): {error}") from error
-        model_dir = encoder_dir()
-        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_tokens)
+        self.tokenizer = wordpiece_tokenizer(max_tokens)
         self.student = student
         self.digest = student_digest(student)
         path = onnx_path(layers, quantized, self.digest)

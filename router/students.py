@@ -24,13 +24,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import torch
-from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from router.catalog import ROLES, default_cache_dir
 from router.data import source_fold
-from router.encoder import DIM, LAYERS, MAX_TOKENS, MiniLMEncoder, PooledMiniLM, pad
-from router.sources import encoder_dir
+from router.encoder import DIM, LAYERS, MAX_TOKENS, MiniLMEncoder, PooledMiniLM, pad, wordpiece_tokenizer
 
 
 @dataclass(frozen=True)
@@ -129,10 +127,7 @@ def train_layers(texts: list[str], objective: torch.nn.Module, config: DistillCo
     prompts, minimising `objective(vectors, rows)`; the model's trained weights (float16)."""
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    tokenizer = Tokenizer.from_file(str(encoder_dir() / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(config.tokens)
-    ids = [e.ids for e in tokenizer.encode_batch(texts)]
+    ids = [e.ids for e in wordpiece_tokenizer(config.tokens).encode_batch(texts)]
     student = PooledMiniLM(config.layers)
     student.model.embeddings.word_embeddings.weight.requires_grad_(False)
     trained = [p for p in [*student.parameters(), *objective.parameters()] if p.requires_grad]
