@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from router import data
-from router.encoder import BATCH, THREADS, wordpiece_tokenizer
+from router.encoder import BATCH, THREADS, onnx_session, wordpiece_tokenizer
 from router.evaluate import cost_sample
 from router.sources import encoder_dir
 
@@ -61,12 +61,7 @@ def layer_matmul_graph(workdir: Path, hidden: int, intermediate: int, quantized:
 
 def seconds_per_token_layer(graph: Path, rows: int, hidden: int, rounds: int = 7, runs: int = 20) -> float:
     """The fastest round's time for one token through the layer's multiplies, on a batch of `rows` tokens."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(graph)
     x = np.random.default_rng(1).standard_normal((rows, hidden)).astype(np.float32)
     session.run(None, {"x": x})
     best = float("inf")

@@ -130,6 +130,17 @@ def build_onnx(path: Path, layers: int = LAYERS, quantized: bool = False, studen
     return path
 
 
+def onnx_session(path: Path):
+    """An onnxruntime CPU session as the router runs every graph: THREADS intra-op threads, one inter-op."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # onnxruntime's default, made explicit
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 _BUILD_LOCK = threading.Lock()
 
 
@@ -139,7 +150,7 @@ class MiniLMEncoder:
     def __init__(self, max_tokens: int = MAX_TOKENS, layers: int = LAYERS, quantized: bool = False,
                  student: dict[str, torch.Tensor] | None = None) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401
         except ImportError as error:  # RuntimeError: Router.from_profile then falls back to keywords and says why
             raise RuntimeError(f"the router encoder needs onnxruntime (pip install onnxruntime): {error}") from error
         self.tokenizer = wordpiece_tokenizer(max_tokens)
@@ -149,11 +160,7 @@ class MiniLMEncoder:
         with _BUILD_LOCK:
             if not path.exists():
                 build_onnx(path, layers, quantized, student)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # onnxruntime's default, made explicit
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path)
         self.max_tokens = max_tokens
         self.layers = layers
         self.quantized = quantized
