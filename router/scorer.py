@@ -8,23 +8,26 @@ prompts (cosine) per role. Leave-sources-out the two disagree on different promp
 The kNN vote searches its reference in bfloat16 (half the bytes read per prompt as float32; leave-sources-out
 top-1 moved by 0.04 points, docs/router/README.md).
 
-A checkpoint is one torch file holding the heads' weights and the kNN reference embeddings (float16), the
-encoder it expects (the encoder comes from the installed package; a distilled student's trained layers, when
-the scorer uses one, are in the checkpoint), and how it was trained; `Scorer.load` builds that encoder and
-refuses a mismatched one passed in.
+A checkpoint is one torch file holding the heads' weights, the encoder it expects (the encoder comes from the
+installed package; a student's trained layers, when the scorer uses one, are in the checkpoint), how it was
+trained, and which training rows make up the kNN reference. The reference's embeddings are not shipped: they are
+rebuilt from the pinned dataset into `.cache/router/knn/` (by `train` itself, or `python -m router prepare`), keyed
+by the encoder and a digest of those rows. `Scorer.load` builds the encoder, refuses a mismatched one passed in and
+refuses to run without its reference, naming the command that builds it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from router.catalog import ROLES
+from router.catalog import ROLES, default_cache_dir
 from router.encoder import MiniLMEncoder
 
-CHECKPOINT_FORMAT = 3  # 3: head ensemble + kNN reference; 2: one head; 1: pooled token embeddings + IDF
+CHECKPOINT_FORMAT = 4  # 4: kNN reference rebuilt from its rows; 3: reference inline; 2: one head; 1: token embeddings
 KNN_K = 10  # neighbours in the role vote (the kNN baseline's k)
 FEATURE_SCALE = 10.0  # unit-norm features are tiny per coordinate; this keeps the first layer's inputs O(1)
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "scorer-v1.pt"
@@ -89,6 +92,36 @@ def reference_set(features: torch.Tensor, roles: torch.Tensor) -> tuple[torch.Te
     return features[keep].half().bfloat16(), roles[keep]
 
 
+def reference_path(encoder: MiniLMEncoder, rows_digest: str) -> Path:
+    """Where the kNN reference of these training rows, embedded by this encoder, is kept."""
+    key = hashlib.sha256(f"{sorted(encoder.info.items())}|{rows_digest}".encode()).hexdigest()[:16]
+    return default_cache_dir() / "router" / "knn" / f"reference-{key}.pt"
+
+
+def save_reference(path: Path, reference: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Write a kNN reference as `reference_set` makes it (bfloat16 features), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"x": reference[0], "roles": reference[1].to(torch.int8)}, tmp)
+    tmp.replace(path)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents; ValueError if this code cannot serve it."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("format") != CHECKPOINT_FORMAT or blob.get("roles") != list(ROLES):
+        raise ValueError(f"{path}: checkpoint format/roles {blob.get('format')}/{blob.get('roles')} not supported "
+                         f"(this code reads format {CHECKPOINT_FORMAT}; retrain with `python -m router train`)")
+    if blob["knn"] is not None and blob["knn"]["k"] != KNN_K:
+        raise ValueError(f"{path}: kNN k={blob['knn']['k']}, this code uses {KNN_K}")
+    return blob
+
+
+def checkpoint_encoder(blob: dict) -> MiniLMEncoder:
+    """The encoder a checkpoint was trained on (its ONNX graph is built into the cache on first use)."""
+    return MiniLMEncoder(**blob["encoder_args"], student=blob["student"])
+
+
 class Scorer:
     """Encoder + head; `predict` returns role probabilities and per-model quality for a batch of prompts."""
 
@@ -101,7 +134,7 @@ class Scorer:
         # own threads): with torch's 2-thread pool a single-prompt call measured ~16 ms p50 vs ~5.6 ms with one.
         torch.set_num_threads(1)
         self.model_names = model_names
-        self.meta = meta
+        self.meta = meta  # version, train info, and `reference_rows` ({"n", "digest", ...}) when it has a reference
 
     @property
     def name(self) -> str:
@@ -114,6 +147,12 @@ class Scorer:
             return role_probs(role_logits, x, self.reference), model_logits.sigmoid()
 
     def save(self, path: Path, train_info: dict) -> Path:
+        """Write the checkpoint, and the kNN reference into the cache where `load` looks for it."""
+        knn = None
+        if self.reference is not None:
+            rows = self.meta["reference_rows"]
+            save_reference(reference_path(self.encoder, rows["digest"]), self.reference)
+            knn = {"k": KNN_K, "rows": rows}
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(
             {
@@ -128,8 +167,7 @@ class Scorer:
                 "hidden": self.head.hidden,
                 "members": len(self.head.members),
                 "state": {k: v.half() for k, v in self.head.state_dict().items()},
-                "knn": None if self.reference is None else {"x": self.reference[0].half(),
-                                                            "roles": self.reference[1].to(torch.int8), "k": KNN_K},
+                "knn": knn,
                 "train": train_info,
             },
             path,
@@ -138,11 +176,10 @@ class Scorer:
 
     @classmethod
     def load(cls, path: Path, encoder: MiniLMEncoder | None = None) -> Scorer:
-        """Load a checkpoint; ValueError if it does not fit this code or the installed encoder."""
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if blob.get("format") != CHECKPOINT_FORMAT or blob.get("roles") != list(ROLES):
-            raise ValueError(f"{path}: checkpoint format/roles {blob.get('format')}/{blob.get('roles')} not supported")
-        encoder = encoder or MiniLMEncoder(**blob.get("encoder_args", {}), student=blob.get("student"))
+        """Load a checkpoint; ValueError if it does not fit this code or the installed encoder, or its kNN reference
+        has not been built on this machine."""
+        blob = read_checkpoint(path)
+        encoder = encoder or checkpoint_encoder(blob)
         expected = {k: v for k, v in blob["encoder"].items() if k != "version"}
         actual = {k: v for k, v in encoder.info.items() if k != "version"}
         if expected != actual:
@@ -150,8 +187,14 @@ class Scorer:
         head = HeadEnsemble([QualityHead(encoder.feature_dim, blob["hidden"], len(blob["models"]))
                              for _ in range(blob["members"])])
         head.load_state_dict({k: v.float() for k, v in blob["state"].items()})
-        knn = blob["knn"]
-        if knn is not None and knn["k"] != KNN_K:
-            raise ValueError(f"{path}: kNN k={knn['k']}, this code uses {KNN_K}")
-        reference = None if knn is None else (knn["x"].bfloat16(), knn["roles"].long())
-        return cls(encoder, head, blob["models"], {"version": blob["version"], "train": blob["train"]}, reference)
+        meta = {"version": blob["version"], "train": blob["train"]}
+        reference = None
+        if blob["knn"] is not None:
+            meta["reference_rows"] = rows = blob["knn"]["rows"]
+            where = reference_path(encoder, rows["digest"])
+            if not where.exists():
+                raise ValueError(f"{path}: its kNN reference ({rows['n']} training rows) is not built on this machine; "
+                                 f"run `python -m router prepare --checkpoint {path}`")
+            stored = torch.load(where, map_location="cpu", weights_only=True)
+            reference = (stored["x"], stored["roles"].long())
+        return cls(encoder, head, blob["models"], meta, reference)

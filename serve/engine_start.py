@@ -63,9 +63,9 @@ def lower_cpu_priority(priority: str, root: int | None = None) -> int:
 class YieldingLLMServer(LLMServer):
     """Ray Serve LLM's `LLMServer` whose engine, once it serves, yields the CPU to replicas that are still starting.
 
-    On a CPU node the engines share the cores. A new replica's start (three processes importing torch and vLLM)
-    competed as an equal with the loaded engine and took 137-158 s instead of ~35-50 s idle on the same day; with
-    the serving engine at niceness 19 it took 94 s, under SCHED_IDLE 58.5 s (README, "Where a scale-up's wait goes")."""
+    On a CPU node the engines share the cores, and a new replica's start (three processes importing torch and vLLM)
+    competing as an equal with a loaded engine takes several times its idle start (docs/operations.md, "CPU priority
+    of serving engines")."""
 
     async def start(self) -> None:
         await super().start()

@@ -101,7 +101,8 @@ class RouterIngress:
     @api.get("/v1/models")
     async def models(self) -> dict:
         created = int(time.time())
-        cards = [{"id": AUTO, "object": "model", "created": created, "owned_by": "router", "description": "routed by the scorer"}]
+        cards = [{"id": AUTO, "object": "model", "created": created, "owned_by": "router", "description": "routed by the scorer",
+                  "scorer": self.router.scorer_status}]
         for spec in self.profile.specialists:
             cards.append(
                 {
@@ -119,11 +120,14 @@ class RouterIngress:
 
     @api.get("/healthz")
     async def healthz(self) -> Response:
-        """Ready (200) only when every specialist answers its health check; otherwise 503 with who is not."""
+        """Ready (200) only when every specialist answers its health check, otherwise 503 with who is not; `degraded`
+        (still 200: it serves) when the scorer fell back to keywords, with the reason under `scorer`."""
         self._poll_serve_metrics()
         states = dict(zip(self.handles, await asyncio.gather(*(self._health(n) for n in self.handles))))
         ready = all(state == "ready" for state in states.values())
-        return JSONResponse({"status": "ready" if ready else "starting", "specialists": states}, status_code=200 if ready else 503)
+        scorer = self.router.scorer_status
+        status = "starting" if not ready else "degraded" if scorer["fallback"] else "ready"
+        return JSONResponse({"status": status, "specialists": states, "scorer": scorer}, status_code=200 if ready else 503)
 
     async def _health(self, name: str) -> str:
         try:

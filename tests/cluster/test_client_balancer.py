@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.loadtest import ClientBalancer
+from cluster.loadtest.run import ClientBalancer
 
 
 def test_pow2_avoids_the_busier_specialist_and_releases_its_count_however_the_request_ends():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.load_prompts import WindowFit, mixed_prompts
+from cluster.loadtest.prompts import WindowFit, mixed_prompts
 from cluster.prepare import prepare_profile
 from router.catalog import default_cache_dir, load_catalog
 

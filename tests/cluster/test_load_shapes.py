@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.load_shapes import LoadShape, arrival_times
+from cluster.loadtest.shapes import LoadShape, arrival_times
 
 
 def test_arrivals_are_bounded_and_reproducible():

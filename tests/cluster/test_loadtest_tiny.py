@@ -9,6 +9,8 @@ import urllib.request
 
 import pytest
 
+pytestmark = pytest.mark.load
+
 PEAK_IN_FLIGHT = 3.0  # requests one replica holds at the peak: 1.5x tiny-general's target of 2, so it scales up,
 # and inside its 4 batch slots
 BASE_IN_FLIGHT = 0.1  # at the base: only three overlapping requests reach the target, rare even when cores slow 3x
@@ -43,6 +45,8 @@ def step_report(tiny_url, tmp_path_factory):
            "--out", str(out), "--quiet"]
     subprocess.run(cmd, check=True, timeout=600)
     report = json.loads((out / "report.json").read_text())
+    assert not {"serve", "requests"} & set(report)  # the per-sample and per-request records go to details.json
+    report.update(json.loads((out / "details.json").read_text()))
     report["calibration"] = {"latency_s": round(latency_s, 3), "base": base, "peak": peak}
     return out, report
 
@@ -64,7 +68,7 @@ def test_step_load_scales_up_and_settles_back_without_losing_requests(step_repor
     """Every request is answered, or refused with a retryable 503 (Retry-After, as test_api_tiny's overload test
     checks), while Serve adds a replica and removes it again; nothing else. On less busy cores none was refused. On busy
     ones the new replica's start (torch and vLLM imports on the same 2 cores) slows the serving one several-fold,
-    and its queue can fill before the new replica serves (the README has the measured runs)."""
+    and its queue can fill before the new replica serves (docs/benchmarks/loadtest.md has the measured runs)."""
     _, report = step_report
     summary = report["summary"]
     assert set(summary["errors"]) <= {"Service Unavailable"}, (summary["errors"], report["calibration"])

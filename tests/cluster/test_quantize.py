@@ -1,10 +1,10 @@
-"""cluster.quantize's bookkeeping: folder names, the idempotence marker and its early errors (no venv, no model)."""
+"""cluster.bench.quantize's bookkeeping: folder names, the idempotence marker and its early errors (no venv, no model)."""
 
 import json
 
 import pytest
 
-from cluster import quantize
+from cluster.bench import quantize
 
 
 def prepared(tmp_path, name="coder"):

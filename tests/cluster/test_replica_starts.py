@@ -2,7 +2,7 @@
 
 import json
 
-from cluster.replica_starts import main, phases
+from cluster.bench.replica_starts import main, phases
 
 CONTROLLER = """\
 INFO 2026-11-23 15:23:55,628 controller 24859 -- Starting Replica(id='ovhjzzxg', deployment='LLMServer:smollm2-135m', app='specialists').

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cluster.simulate import (
+from cluster.simulate.simulator import (
     POLICIES, PREFILL_TOK_S, SLOTS, Cluster, Request, bursty_trace, p95_floor_s, replica_split, run, service_s, simulate,
 )
 from router.catalog import load_profile
@@ -36,7 +36,7 @@ def test_cli_prints_one_json_object_with_every_policy():
 
 
 def test_trace_is_skewed_toward_code_with_surges_of_the_hot_domain():
-    from router import data
+    from router.training import data
 
     args = _args(0)
     args.requests = 2000
@@ -50,7 +50,7 @@ def test_trace_is_skewed_toward_code_with_surges_of_the_hot_domain():
 
 
 def test_demand_provisioning_follows_quality_routed_work_and_keeps_every_specialist():
-    from router import data
+    from router.training import data
 
     profile = load_profile("gpu")
     trace = bursty_trace(profile, data.load(), _args(0))

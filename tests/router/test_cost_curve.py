@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from router import data
-from router.cost_curve import cost_curve, plot
+from router.training import data
+from router.training.cost_curve import cost_curve, plot
 
 
 def write_matrix(path, rows, names):

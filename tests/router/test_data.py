@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from router import data
+from router.training import data
 
 
 def test_dataset_covers_every_domain_with_many_sources():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from router.graders import extract_letter, extract_number, grade_code, grade_letter, grade_number
+from router.training.graders import extract_letter, extract_number, grade_code, grade_letter, grade_number
 
 
 @pytest.mark.parametrize("text,number", [("so 3 + 4 = 7. #### 7", "7"), ("The answer is $1,234.", "1234"),
@@ -39,7 +39,7 @@ def test_code_is_stopped_by_the_timeout_and_has_no_network():
 
 
 def test_leetcode_cases_run_against_the_class():
-    from router import data
+    from router.training import data
 
     item = next(i for i in data.load() if i.get("check", {}).get("kind") == "leetcode" and "Two Sum\n" in i["prompt"][:9])
     solution = ("class Solution:\n    def two_sum(self, nums, target):\n        seen = {}\n"

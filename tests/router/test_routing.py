@@ -60,3 +60,29 @@ def test_concurrent_calls_share_one_forward_pass(router):
 def test_adecide_matches_decide(router):
     prompt = "Which nerve innervates the diaphragm?"
     assert asyncio.run(router.adecide(prompt)).ranked == router.decide(prompt).ranked
+
+
+@pytest.mark.parametrize("breakage", ["corrupt file", "import error", "unprepared reference"])
+def test_a_scorer_that_fails_to_load_for_any_reason_falls_back_to_keywords_and_says_why(tiny_profile, tmp_path,
+                                                                                      monkeypatch, breakage):
+    from router import scorer
+
+    checkpoint = scorer.DEFAULT_CHECKPOINT
+    if breakage == "corrupt file":
+        checkpoint = tmp_path / "corrupt.pt"
+        checkpoint.write_bytes(b"not a torch file")
+    elif breakage == "import error":
+        def missing_package(*_, **__):
+            raise ImportError("No module named 'onnxruntime'")
+        monkeypatch.setattr(scorer, "checkpoint_encoder", missing_package)
+    else:
+        monkeypatch.setenv("SPECIALISTS_CACHE", str(tmp_path))  # a machine where `router prepare` never ran
+    router = Router.from_profile(tiny_profile, checkpoint)
+    status = router.scorer_status
+    assert status["fallback"] is True and status["name"] == "keyword-fallback" and str(checkpoint) in status["reason"]
+    expected = {"corrupt file": "UnpicklingError", "import error": "onnxruntime", "unprepared reference": "router prepare"}
+    assert expected[breakage] in status["reason"]
+    decision = router.decide("Fix the bug in this Python function")
+    assert decision.trace["scorer"] == f"keyword-fallback ({status['reason']})" and decision.winner == "tiny-coder"
+    monkeypatch.undo()  # the same profile with the shipped checkpoint, intact and prepared: the trained scorer
+    assert Router.from_profile(tiny_profile).scorer_status == {"name": "mlp:scorer-v1", "fallback": False}

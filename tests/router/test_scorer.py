@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from router import data
-from router.__main__ import main
+from router.training import data
+from router.training.cli import main
 from router.scorer import Scorer
-from router.train import FitConfig, fit_head, role_targets, train
+from router.training.train import FitConfig, fit_head, role_targets, train
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_cached_embeddings_equal_fresh_ones():
 
 
 def test_source_balance_evens_out_big_sources():
-    from router.train import role_weights
+    from router.training.train import role_weights
 
     roles = torch.tensor([0] * 90 + [1] * 10 + [-1] * 5)
     groups = ["big"] * 90 + ["small"] * 10 + ["outcomes"] * 5
@@ -97,7 +97,7 @@ def test_ensemble_averages_member_probabilities_and_checkpoint_keeps_the_knn_ref
 
 
 def test_quality_eval_chooses_epochs_on_train_files_only(tmp_path):
-    from router.quality_eval import quality_eval
+    from router.training.quality_eval import quality_eval
 
     def csv(name: str, offset: int) -> object:
         path = tmp_path / f"{name}.csv"
@@ -109,12 +109,14 @@ def test_quality_eval_chooses_epochs_on_train_files_only(tmp_path):
     test_files = [csv("test", 999)]
     report = quality_eval(train_files, test_files, "gpt-4", "mixtral", epoch_candidates=(1, 2))
     assert report["validation"]["files"] == ["train0.csv", "train4.csv"]
-    assert report["epochs"] in (1, 2) and report["n"] == 12 and 0 <= report["cpt50"] <= 1
+    apgr = report["validation"]["apgr_by_epochs"]
+    assert set(apgr) == {1, 2} and report["epochs"] == max(apgr, key=lambda e: (apgr[e], -e))  # best; ties: fewer
+    assert report["n"] == 12 and 0 <= report["cpt50"] <= 1
     assert set(report["subject_oracle"]) == {"apgr", "cpt50", "cpt80"}
 
 
 def test_subject_oracle_scores_each_prompt_by_its_files_true_gain(tmp_path):
-    from router.quality_eval import subject_oracle_scores
+    from router.training.quality_eval import subject_oracle_scores
 
     gains = {"law": ("False", "True"), "math": ("True", "True")}  # (weak right, strong right) on every prompt
     files = []
@@ -127,7 +129,7 @@ def test_subject_oracle_scores_each_prompt_by_its_files_true_gain(tmp_path):
 def test_a_cheaper_encoder_variant_gives_unit_vectors_and_a_checkpoint_for_the_full_one_refuses_it(small_checkpoint):
     from router.encoder import MiniLMEncoder
 
-    variant = MiniLMEncoder(max_tokens=32, layers=2, quantized=True)  # what `cluster.bench_scorer` measures
+    variant = MiniLMEncoder(max_tokens=32, layers=2, quantized=True)  # what `cluster.bench.scorer` measures
     assert variant.info["features"] == "minilm-l2-mean-pooled-onnxruntime-int8-per-channel"
     vectors = variant.encode(["Write a Python function that reverses a list.", "What does the liver do?"])
     assert vectors.shape == (2, 384) and vectors.norm(dim=1).allclose(torch.ones(2), atol=1e-4)
@@ -136,10 +138,41 @@ def test_a_cheaper_encoder_variant_gives_unit_vectors_and_a_checkpoint_for_the_f
 
 
 def test_a_role_finetuned_quality_eval_encoder_never_learns_from_the_test_files_sources():
-    from router.quality_eval import sources_of_files
+    from router.training.quality_eval import sources_of_files
 
     sources = {"mmlu/professional law", "mmlu/professional medicine", "gsm8k", "humaneval"}
     held_out = sources_of_files([Path("x/mmlu_professional_law.csv"), Path("gsm8k_responses.csv")], sources)
     assert held_out == {"mmlu/professional law", "gsm8k"}
     with pytest.raises(ValueError, match="matches no dataset source"):
         sources_of_files([Path("arena_battles.csv")], sources)
+
+
+def test_prepare_rebuilds_the_knn_reference_a_checkpoint_ships_without(small_checkpoint, capsys):
+    """The checkpoint names its kNN rows instead of carrying their embeddings: without the built reference it refuses
+    to load and names the command; `prepare` rebuilds the very same reference from the pinned dataset."""
+    from router.scorer import read_checkpoint, reference_path
+
+    blob = read_checkpoint(small_checkpoint)
+    assert "x" not in blob["knn"] and blob["knn"]["rows"]["n"] == 1500
+    built = reference_path(Scorer.load(small_checkpoint).encoder, blob["knn"]["rows"]["digest"])
+    original = torch.load(built, weights_only=True)
+    built.unlink()
+    with pytest.raises(ValueError, match="python -m router prepare"):
+        Scorer.load(small_checkpoint)
+    assert main(["prepare", "--checkpoint", str(small_checkpoint), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["built"] == [str(built)]
+    rebuilt = torch.load(built, weights_only=True)
+    assert torch.equal(rebuilt["x"], original["x"]) and torch.equal(rebuilt["roles"], original["roles"])
+    assert Scorer.load(small_checkpoint).reference[0].shape == (1500, 384)
+
+
+def test_train_writes_to_the_cache_unless_told_to_publish(monkeypatch, tmp_path):
+    from router.training import train as training
+
+    written = []
+    monkeypatch.setattr(training, "train", lambda out, *a, **k: written.append(out) or Path(__file__))
+    assert main(["train", "--json"]) == 0 and main(["train", "--publish", "--json"]) == 0
+    from router.scorer import DEFAULT_CHECKPOINT
+
+    assert written == [None, DEFAULT_CHECKPOINT]  # None: `train` picks .cache/router/checkpoints/<version>-<time>.pt
+    assert training.draft_checkpoint_path("scorer-v1").parent == training.default_cache_dir() / "router" / "checkpoints"

@@ -15,8 +15,11 @@ import pytest
 from router.catalog import load_profile
 from serve.engine_start import LOW_NICENESS
 
+pytestmark = pytest.mark.cluster
+
 CODER, GENERAL = "tiny-coder", "tiny-general"  # windows: 256 and 512 tokens
 HI = [{"role": "user", "content": "hi"}]
+CODE_TASK = [{"role": "user", "content": "Write a Python function that merges two sorted lists."}]  # the coder's, by role
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +49,11 @@ def assert_openai_error(response: httpx.Response, status: int, code: str | None 
 # --- answering -------------------------------------------------------------------------------------------------
 
 
-def test_health_reports_every_specialist_ready(http: httpx.Client):
+def test_health_reports_every_specialist_ready_and_the_trained_scorer(http: httpx.Client):
     response = http.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "specialists": {CODER: "ready", GENERAL: "ready"}}
+    assert response.json() == {"status": "ready", "specialists": {CODER: "ready", GENERAL: "ready"},
+                               "scorer": {"name": "mlp:scorer-v1", "fallback": False}}
 
 
 def test_models_lists_auto_and_every_specialist_with_roles_and_windows(client: openai.OpenAI):
@@ -57,6 +61,7 @@ def test_models_lists_auto_and_every_specialist_with_roles_and_windows(client: o
     assert set(models) == {"auto", CODER, GENERAL}
     assert models[CODER].model_extra["context_window"] == 256
     assert set(models[GENERAL].model_extra["roles"]) == {"general", "biomedical"}
+    assert models["auto"].model_extra["scorer"] == {"name": "mlp:scorer-v1", "fallback": False}
 
 
 @pytest.mark.parametrize("model", [CODER, GENERAL])
@@ -70,21 +75,21 @@ def test_pinned_chat_is_answered_by_that_specialist(http: httpx.Client, model: s
 
 
 def test_auto_chat_routes_and_reports_the_decision(http: httpx.Client):
-    response = http.post("/v1/chat/completions", json={"model": "auto", "messages": HI, "max_tokens": 4})
+    response = http.post("/v1/chat/completions", json={"model": "auto", "messages": CODE_TASK, "max_tokens": 4})
     assert response.status_code == 200, response.text
     trace = decision(response)
-    assert trace["mode"] == "auto"
-    assert trace["answered_by"] == response.json()["model"] == response.headers["x-routed-model"]
-    assert trace["answered_by"] in {CODER, GENERAL}
+    assert trace["mode"] == "auto" and trace["scorer"] == "mlp:scorer-v1"
+    assert trace["answered_by"] == trace["winner"] == CODER and "failed" not in trace
+    assert response.json()["model"] == response.headers["x-routed-model"] == CODER
 
 
 def test_completions_pinned_and_auto(http: httpx.Client):
-    for model in (GENERAL, "auto"):
+    for model, answered_by in ((GENERAL, GENERAL), ("auto", CODER)):
         response = http.post("/v1/completions", json={"model": model, "prompt": "def add(a, b):", "max_tokens": 3})
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["object"] == "text_completion" and body["choices"][0]["text"]
-        assert body["model"] in {CODER, GENERAL}
+        assert body["model"] == answered_by
 
 
 def test_streaming_chat_is_server_sent_events_ending_in_done(http: httpx.Client):
@@ -100,8 +105,8 @@ def test_streaming_chat_is_server_sent_events_ending_in_done(http: httpx.Client)
 
 
 def test_openai_client_works_unchanged(client: openai.OpenAI):
-    chat = client.chat.completions.create(model="auto", messages=HI, max_tokens=4)
-    assert chat.model in {CODER, GENERAL} and chat.choices[0].message.content
+    chat = client.chat.completions.create(model="auto", messages=CODE_TASK, max_tokens=4)
+    assert chat.model == CODER and chat.choices[0].message.content
     text = client.completions.create(model=CODER, prompt="x = ", max_tokens=3)
     assert text.model == CODER and text.choices[0].text
     stream = client.chat.completions.create(model=GENERAL, messages=HI, max_tokens=5, stream=True)
@@ -111,10 +116,16 @@ def test_openai_client_works_unchanged(client: openai.OpenAI):
     assert "".join(c.choices[0].text for c in stream if c.choices)
 
 
-def test_router_weights_in_the_body_are_accepted(http: httpx.Client):
-    payload = {"model": "auto", "messages": HI, "max_tokens": 2, "router": {"quality": 1, "cost": 5, "latency": 0}}
-    response = http.post("/v1/chat/completions", json=payload)
-    assert response.status_code == 200, response.text
+def test_router_weights_in_the_body_change_the_decision(http: httpx.Client):
+    """A coding prompt goes to the coder at the profile's weights; a cost weight of 5 makes the 10x cheaper
+    generalist win instead, and the trace shows the weights it used."""
+    payload = {"model": "auto", "messages": CODE_TASK, "max_tokens": 2}
+    default = http.post("/v1/chat/completions", json=payload)
+    frugal = http.post("/v1/chat/completions", json={**payload, "router": {"quality": 1, "cost": 5, "latency": 0}})
+    assert default.status_code == frugal.status_code == 200, (default.text, frugal.text)
+    assert decision(default)["answered_by"] == CODER and decision(default)["weights"]["cost"] == 0.2
+    assert decision(frugal)["answered_by"] == GENERAL
+    assert {k: decision(frugal)["weights"][k] for k in ("quality", "cost", "latency")} == {"quality": 1, "cost": 5, "latency": 0}
 
 
 def test_auto_falls_back_to_a_larger_window_when_the_prompt_does_not_fit(http: httpx.Client):
@@ -122,8 +133,9 @@ def test_auto_falls_back_to_a_larger_window_when_the_prompt_does_not_fit(http: h
     response = http.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": prompt}], "max_tokens": 2})
     assert response.status_code == 200, response.text
     trace = decision(response)
+    assert trace["winner"] == CODER  # the first choice, by role, whose window is too small
+    assert [(f["model"], f["status"]) for f in trace["failed"]] == [(CODER, 400)]
     assert trace["answered_by"] == GENERAL
-    assert all(f["model"] == CODER and f["status"] == 400 for f in trace.get("failed", []))
 
 
 # --- errors -----------------------------------------------------------------------------------------------------

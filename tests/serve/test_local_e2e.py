@@ -10,6 +10,8 @@ import pytest
 
 from cluster.local import LocalCluster
 
+pytestmark = pytest.mark.slow
+
 CODER = "qwen-coder-1.5b"
 TASK = "Write a Python function is_prime(n) that returns True when n is a prime number. Reply with the code only."
 
@@ -26,7 +28,6 @@ def python_code(text: str) -> str:
     return match.group(1) if match else text
 
 
-@pytest.mark.slow
 def test_the_coder_writes_working_python(local_url: str):
     client = openai.OpenAI(base_url=f"{local_url}/v1", api_key="unused", max_retries=0, timeout=600)
     reply = client.chat.completions.create(
@@ -39,7 +40,6 @@ def test_the_coder_writes_working_python(local_url: str):
     assert run.returncode == 0, f"generated code failed:\n{code}\n{run.stderr}"
 
 
-@pytest.mark.slow
 def test_auto_sends_a_coding_prompt_to_the_coder(local_url: str):
     body = {"model": "auto", "messages": [{"role": "user", "content": TASK}], "max_tokens": 8}
     response = httpx.post(f"{local_url}/v1/chat/completions", json=body, timeout=600)

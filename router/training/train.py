@@ -1,0 +1,191 @@
+"""Training: role labels as the prior and graded per-model outcomes (a prompt x model quality matrix) when
+given, on one shared head; deterministic for a seed, a few seconds to minutes on 2 cores."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from router.catalog import ROLES
+from router.training.data import DOMAIN_ROLE, load, read_outcome_csv
+from router.encoder import MiniLMEncoder
+from router.catalog import default_cache_dir
+from router.scorer import (HeadEnsemble, QualityHead, Scorer, checkpoint_encoder, read_checkpoint, reference_path,
+                           reference_set, save_reference)
+from router.training.encoder_finetune import DistillConfig, describe, student_encoder
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    hidden: int = 256
+    epochs: int = 6
+    batch_size: int = 512
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    seed: int = 0  # member m of the ensemble uses seed + m
+    members: int = 5  # heads trained from different seeds, probabilities averaged (LOSO: one seed varies +-1.5 points)
+    class_weight: float = 0.0  # role-loss weights = (inverse class frequency) ** this; 0 = unweighted (LOSO: 0 beats 1)
+    source_balance: float = 0.5  # role-loss weight of an item = (items in its source) ** -this, so MMLU-sized
+    # sources do not dominate; needs `groups` (LOSO: 0 -> 0.5 -> 1 gave 79.1 / 79.9 / 80.1 %, one seed)
+    label_smoothing: float = 0.1  # on the role loss (LOSO with source_balance 0.5: 79.9 -> 81.8 %, one seed)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit_head(
+    features: torch.Tensor,
+    roles: torch.Tensor,
+    outcomes: torch.Tensor | None = None,
+    config: FitConfig = FitConfig(),
+    progress: bool = False,
+    groups: list[str] | None = None,
+) -> HeadEnsemble:
+    """Fit `config.members` heads: label-smoothed (optionally class- and source-weighted) cross-entropy on rows
+    with a role (>= 0) + BCE on observed (non-NaN) outcomes. `groups`: each row's source, for source balancing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny MLP: one thread is ~30x faster than two when other jobs share the cores
+    try:
+        weights = role_weights(roles, groups, config)
+        return HeadEnsemble([_fit_head(features, roles, outcomes, weights, replace(config, seed=config.seed + m), progress)
+                             for m in range(config.members)])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def role_weights(roles: torch.Tensor, groups: list[str] | None, config: FitConfig) -> torch.Tensor:
+    """Per-row role-loss weights, mean 1 over the rows with a role: class weights x source balance."""
+    has_role = roles >= 0
+    counts = torch.bincount(roles[has_role], minlength=len(ROLES)).float()
+    class_weight = (counts.sum() / (len(ROLES) * counts.clamp(min=1))) ** config.class_weight
+    weights = torch.where(has_role, class_weight[roles.clamp(min=0)], torch.zeros(()))
+    if groups is not None and config.source_balance:
+        sizes = Counter(groups)
+        weights = weights * torch.tensor([float(sizes[g]) ** -config.source_balance for g in groups])
+    return weights / weights[has_role].mean() if has_role.any() else weights
+
+
+def _fit_head(features, roles, outcomes, weights, config, progress) -> QualityHead:
+    seed_everything(config.seed)
+    n = features.shape[0]
+    outcomes = outcomes if outcomes is not None else torch.full((n, 0), math.nan)
+    head = QualityHead(features.shape[1], config.hidden, outcomes.shape[1])
+    has_role = roles >= 0
+    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = tqdm(range(config.epochs), desc=f"train (seed {config.seed})", disable=not progress)
+    head.train()
+    for _ in steps:
+        for idx in torch.randperm(n).split(config.batch_size):
+            role_logits, model_logits = head(features[idx])
+            loss = torch.zeros(())
+            mask = has_role[idx]
+            if mask.any():
+                role_loss = torch.nn.functional.cross_entropy(role_logits[mask], roles[idx][mask], reduction="none",
+                                                              label_smoothing=config.label_smoothing)
+                loss = loss + (role_loss * weights[idx][mask]).mean()
+            observed = ~outcomes[idx].isnan()
+            if observed.any():
+                loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(
+                    model_logits[observed], outcomes[idx][observed]
+                )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        steps.set_postfix(loss=f"{loss.item():.3f}")
+    head.eval()
+    return head
+
+
+def role_targets(domains: list[str]) -> torch.Tensor:
+    return torch.tensor([ROLES.index(DOMAIN_ROLE[d]) for d in domains], dtype=torch.long)
+
+
+def outcome_matrix(prompts: list[str], files: list[Path]) -> tuple[list[str], list[str], torch.Tensor]:
+    """Merge outcome CSVs into extra training rows: (their prompts, model names, (rows, models) with NaN = unknown)."""
+    by_prompt: dict[str, dict[str, float]] = {}
+    names: list[str] = []
+    for path in files:
+        file_prompts, columns = read_outcome_csv(path)
+        for name, values in columns.items():
+            names += [name] if name not in names else []
+            for prompt, ok in zip(file_prompts, values):
+                by_prompt.setdefault(prompt, {})[name] = float(ok)
+    rows = list(by_prompt)
+    matrix = torch.full((len(rows), len(names)), math.nan)
+    for i, prompt in enumerate(rows):
+        for name, value in by_prompt[prompt].items():
+            matrix[i, names.index(name)] = value
+    return rows, names, matrix
+
+
+def training_items(limit: int | None, seed: int) -> list[dict]:
+    """The role items `train` learns from (and its kNN reference holds): the whole dataset, or a seeded sample."""
+    items = load()
+    return random.Random(seed).sample(items, min(limit, len(items))) if limit else items
+
+
+def reference_rows(items: list[dict], limit: int | None, seed: int) -> dict:
+    """How to find a scorer's kNN reference rows again, with a digest that proves a rebuild found the same ones."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(f"{item['domain']}\0{item['prompt']}\0".encode())
+    return {"n": len(items), "limit": limit, "seed": seed, "digest": digest.hexdigest()}
+
+
+def draft_checkpoint_path(version: str) -> Path:
+    """Where `train` writes unless told to publish: the cache, never the shipped checkpoint."""
+    return default_cache_dir() / "router" / "checkpoints" / f"{version}-{time.strftime('%Y%m%d-%H%M%S')}.pt"
+
+
+def train(out: Path | None = None, outcome_files: list[Path] = (), config: FitConfig = FitConfig(),
+          limit: int | None = None, version: str = "scorer-v1", student: DistillConfig | None = None) -> Path:
+    """The `train` command: role data from the packages (+ outcome CSVs) -> a versioned checkpoint; with `student`,
+    the scorer reads a student of the encoder, distilled or fine-tuned (trained first, on the same role items)."""
+    items = training_items(limit, config.seed)
+    encoder = MiniLMEncoder() if student is None else student_encoder(items, student, progress=True)
+    outcome_prompts, model_names, matrix = outcome_matrix([i["prompt"] for i in items], list(outcome_files))
+    texts = [i["prompt"] for i in items] + outcome_prompts
+    features = encoder.encode_cached(texts)
+    roles = torch.cat([role_targets([i["domain"] for i in items]), torch.full((len(outcome_prompts),), -1)])
+    outcomes = torch.cat([torch.full((len(items), len(model_names)), math.nan), matrix])
+    groups = [i["source"] for i in items] + ["outcomes"] * len(outcome_prompts)
+    head = fit_head(features, roles, outcomes, config, progress=True, groups=groups)
+    info = {"seed": config.seed, "epochs": config.epochs, "hidden": config.hidden, "members": config.members,
+            "source_balance": config.source_balance, "label_smoothing": config.label_smoothing, "role_items": len(items),
+            "outcome_items": len(outcome_prompts), "outcome_files": [Path(f).name for f in outcome_files],
+            "student": describe(student),
+            "domain_counts": {d: sum(i["domain"] == d for i in items) for d in DOMAIN_ROLE}}
+    meta = {"version": version, "reference_rows": reference_rows(items, limit, config.seed)}
+    scorer = Scorer(encoder, head, model_names, meta, reference_set(features, roles))
+    return scorer.save(out or draft_checkpoint_path(version), info)
+
+
+def prepare(checkpoint: Path) -> dict:
+    """What serving a checkpoint needs on this machine, built into the cache: its encoder's ONNX graph and its kNN
+    reference (the training rows it names, re-embedded; refused if the pinned dataset no longer has those rows)."""
+    blob = read_checkpoint(checkpoint)
+    encoder = checkpoint_encoder(blob)
+    built = []
+    if blob["knn"] is not None:
+        rows = blob["knn"]["rows"]
+        path = reference_path(encoder, rows["digest"])
+        if not path.exists():
+            items = training_items(rows["limit"], rows["seed"])
+            if reference_rows(items, rows["limit"], rows["seed"]) != rows:
+                raise ValueError(f"{checkpoint}: the dataset no longer holds the {rows['n']} rows its kNN reference was "
+                                 "built from (rebuild it with `python -m router data --force`, or retrain)")
+            features = encoder.encode_cached([i["prompt"] for i in items])
+            save_reference(path, reference_set(features, role_targets([i["domain"] for i in items])))
+            built.append(str(path))
+    scorer = Scorer.load(checkpoint, encoder)
+    return {"checkpoint": str(checkpoint), "scorer": scorer.name, "encoder": encoder.info["features"], "built": built}
