@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ROLES = ("coder", "math", "biomedical", "general")
 Role = Literal["coder", "math", "biomedical", "general"]
+ENSEMBLE_MODES = ("routemoa", "moa", "self_moa", "vote", "best_of_n", "refine")
+EnsembleMode = Literal["routemoa", "moa", "self_moa", "vote", "best_of_n", "refine"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOG = REPO_ROOT / "models.yaml"
 
@@ -149,6 +151,8 @@ class Specialist(_Strict):
         "specialist and the router's latency estimate before its first answer (measured on `local`, estimated on "
         "`gpu`; see models.yaml)",
     )
+    parameters_b: float | None = Field(
+        default=None, gt=0, description="model size in billions of parameters: benchmarks price tokens x parameters")
     chat: Chat = Chat()
     engine: Engine = Engine()
     deployment: Deployment = Deployment()
@@ -190,11 +194,47 @@ class Ingress(_Strict):
     num_cpus: float = Field(default=0, ge=0)
     max_ongoing_requests: int = Field(default=256, gt=0)
     request_timeout_s: float = Field(default=120, gt=0)
+    max_body_bytes: int = Field(default=4 << 20, gt=0, description="a larger request body is refused with 413 unread")
     metrics_url: str | None = Field(
         default=None,
         description="Prometheus text with Ray Serve's metrics, polled every second for the live load: the node's "
         "Ray metrics agent (single node) or a Prometheus /federate URL (a cluster); unset = router-side load only",
     )
+
+
+class Ensemble(_Strict):
+    """Routed ensembles (docs/ensembles.md): which modes a request may ask for, their defaults, and the caps a request
+    may not exceed. A request sets its own values under `router: {ensemble: {...}}` or picks a mode by the virtual
+    model `ensemble-<mode>`."""
+
+    modes: list[EnsembleMode] = Field(default_factory=lambda: list(ENSEMBLE_MODES), description="modes allowed")
+    proposers: int = Field(default=3, ge=1, description="default proposers (routemoa: at most 3; self_moa: samples)")
+    max_proposers: int = Field(default=4, ge=1, le=16, description="the most proposers a request may ask for")
+    layers: int = Field(default=1, ge=1, description="moa: proposal layers before the aggregator")
+    max_layers: int = Field(default=3, ge=1, le=6)
+    proposer_max_tokens: int = Field(default=256, gt=0, description="default max_tokens of every non-final call")
+    token_budget: int | None = Field(default=None, gt=0, description="default cap on prompt + completion tokens of all calls")
+    max_token_budget: int = Field(default=32768, gt=0, description="the largest token_budget a request may ask for")
+    score_gap: float = Field(default=0.2, ge=0, le=1, description="routemoa screening drops specialists this far below the best")
+    early_stop: float = Field(default=0.8, ge=0, le=1, description="routemoa answers at once when a fused score clears it")
+    scorer_weight: float = Field(default=2.0, ge=0, description="routemoa fusion: weight of the scorer's predicted quality")
+    self_weight: float = Field(default=1.0, ge=0, description="routemoa fusion: weight of a proposer's self-assessment")
+    cross_weight: float = Field(default=1.0, ge=0, description="routemoa fusion: weight of the peers' assessment")
+    sample_temperature: float = Field(default=0.7, ge=0, le=2, description="temperature of repeated samples of one model")
+    aggregator: str | None = Field(default=None, description="the specialist that aggregates; unset = best-scored for the prompt")
+    degrade_utilisation: float = Field(
+        default=1.0, gt=0, description="when the candidates' mean in-flight / batch slots reaches this, an ensemble "
+        "degrades to a single call (said in the trace)")
+    cache_entries: int = Field(default=0, ge=0, description="response cache for deterministic requests; 0 = off")
+
+    @model_validator(mode="after")
+    def _defaults_within_caps(self) -> Ensemble:
+        if self.proposers > self.max_proposers or self.layers > self.max_layers:
+            raise ValueError(f"defaults exceed the caps: proposers {self.proposers} > {self.max_proposers} "
+                             f"or layers {self.layers} > {self.max_layers}")
+        if self.token_budget is not None and self.token_budget > self.max_token_budget:
+            raise ValueError(f"token_budget {self.token_budget} > max_token_budget {self.max_token_budget}")
+        return self
 
 
 class Profile(_Strict):
@@ -208,7 +248,15 @@ class Profile(_Strict):
     )
     router: RouterDefaults = RouterDefaults()
     ingress: Ingress = Ingress()
+    ensemble: Ensemble = Ensemble()
     specialists: list[Specialist] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _aggregator_is_a_specialist(self) -> Profile:
+        if self.ensemble.aggregator is not None and self.ensemble.aggregator not in self.names:
+            raise ValueError(f"ensemble.aggregator {self.ensemble.aggregator!r} is not a specialist of this profile "
+                             f"({self.names})")
+        return self
 
     @field_validator("specialists")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import re
 import time
 from collections.abc import AsyncIterator
@@ -17,11 +18,15 @@ from typing import Any
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse  # the engine's own class, not Ray's subclass
+from vllm.exceptions import VLLMClientError
 
-from serve.errors import APIError, overloaded, unavailable, upstream_timeout
+from serve.errors import APIError, bad_request, overloaded, unavailable, upstream_timeout
 
 log = logging.getLogger("ray.serve")
 
+# What a replica raises (wrapped by Ray, which subclasses the original type) when one request is malformed in a way
+# the schema let through, or cannot be serialised to it; a dead engine or actor raises other types.
+CLIENT_FAULTS = (TypeError, ValueError, KeyError, RecursionError, pickle.PicklingError, VLLMClientError)
 CONTEXT_OVERFLOW = re.compile(r"maximum (context|model) length|max_model_len|context length|too long", re.I)
 
 
@@ -54,10 +59,16 @@ async def call_specialist(
         except asyncio.TimeoutError:
             gen.cancel()
             raise upstream_timeout(model, deadline_s) from None
+        except asyncio.CancelledError:  # the caller gave up (an ensemble's deadline, a client gone): stop the engine too
+            gen.cancel()
+            raise
         except BackPressureError:
             raise overloaded(f"the {model!r} queue is full") from None
         except StopAsyncIteration:
             raise unavailable(f"the model {model!r} returned no output") from None
+        except CLIENT_FAULTS as e:  # the request itself broke it (as RayTaskError(TypeError) etc.): a 400, no retry, and
+            # not a failure of the specialist, whose other requests are fine
+            raise bad_request(f"the model {model!r} could not process this request: {_summary(e)}") from None
         except Exception as e:  # a dead replica or engine (RayTaskError, ActorDiedError, EngineDeadError, …)
             log.warning("specialist %s failed (attempt %d): %s", model, attempt + 1, _summary(e))
             if attempt == retries:

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,12 +17,18 @@ from ray.serve.handle import DeploymentHandle
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from router.catalog import Profile
-from router.routing import Router, Weights
-from serve.dispatch import Upstream, call_specialist, is_context_overflow
-from serve.errors import APIError, bad_request, model_not_found, unavailable
+from router.ensemble import modes as ensembles
+from router.ensemble import spec as ensemble_spec
+from router.ensemble.calls import Call, Reply
+from router.routing import Decision, Router, Weights
+from serve.cache import ResponseCache, cache_key
 from serve.cluster_metrics import ServeMetricsPoller
+from serve.dispatch import Upstream, call_specialist, is_context_overflow
+from serve.ensemble import add_usage, add_usage_to_sse, call_body, completion, completion_events, final_body, reply_of
+from serve.errors import APIError, bad_request, model_not_found, unavailable
 from serve.load import LoadTracker
-from serve.requests import ROUTER_FIELD, for_specialist, max_answer_tokens, read_body, routing_text, validate
+from serve.requests import (ENSEMBLE_FIELD, ROUTER_FIELD, RouterHints, for_specialist, max_answer_tokens, read_body,
+                            router_hints, routing_text, validate)
 
 log = logging.getLogger("ray.serve")
 
@@ -29,6 +36,7 @@ AUTO = "auto"
 DEADLINE_HEADER = "x-request-timeout"
 DECISION_HEADER = "x-route-decision"
 HEALTH_TIMEOUT_S = 5.0
+HEARTBEAT_S = 10.0  # an SSE comment at least this often while an ensemble's early stages run, so proxies keep the stream
 
 api = FastAPI(title="Specialist router", description="OpenAI-compatible API; `model: auto` routes to the best specialist.")
 
@@ -45,18 +53,23 @@ async def _unexpected(_: Request, error: Exception) -> Response:
     return APIError(500, "Internal error in the router; it has been logged.", type="server_error", code="internal_error").response()
 
 
-async def _sse(upstream: Upstream, stack: ExitStack) -> AsyncIterator[str]:
-    """Relay the specialist's SSE packets as they come; end with [DONE]; release the load slot however it ends."""
+def _event(error: APIError) -> str:
+    """An error inside a stream that has started: the status line is gone, so it goes in-band."""
+    return f"data: {json.dumps(error.body())}\n\n"
+
+
+async def _sse(upstream: Upstream, stack: ExitStack, extra_usage: dict[str, int] | None = None) -> AsyncIterator[str]:
+    """Relay the specialist's SSE packets as they come (adding earlier calls' usage); end with [DONE]; release the
+    load slot however it ends."""
     done = False
     try:
         async for packet in _chain(upstream):
             text = "".join(packet) if isinstance(packet, list) else packet
             done = done or text.rstrip().endswith("data: [DONE]")
-            yield text
+            yield add_usage_to_sse(text, extra_usage) if extra_usage else text
     except Exception as e:  # the specialist died mid-stream: tell the client in-band, the status line is gone
         log.warning("stream from upstream broke: %s", e)
-        failure = unavailable("the model stopped while streaming; retry the request")
-        yield f"data: {json.dumps(failure.body())}\n\n"
+        yield _event(unavailable("the model stopped while streaming; retry the request"))
     finally:
         stack.close()
         if not done and upstream.rest is not None:
@@ -72,6 +85,17 @@ async def _chain(upstream: Upstream) -> AsyncIterator[Any]:
         yield packet
 
 
+# Module helpers stand above the deployment class: @serve.deployment serialises the class as it is defined,
+# with the module globals its methods use, so anything defined below it would be missing in the replica.
+def _remaining(give_up_at: float) -> float:
+    """What is left of a request's deadline for its next call (a call always gets a moment to fail cleanly)."""
+    return max(0.05, give_up_at - time.monotonic())
+
+
+async def _iterate(events) -> AsyncIterator[str]:
+    for event in events:
+        yield event
+
 @serve.deployment
 @serve.ingress(api)
 class RouterIngress:
@@ -81,6 +105,8 @@ class RouterIngress:
         self.profile = Profile.model_validate(profile)
         self.handles = specialists
         self.router = Router.from_profile(self.profile, checkpoint)
+        entries = self.profile.ensemble.cache_entries
+        self.cache = ResponseCache(entries) if entries else None
         url = self.profile.ingress.metrics_url
         self.serve_metrics = ServeMetricsPoller(url, self.profile.names) if url else None
         self.load = LoadTracker(self.profile, self.serve_metrics)
@@ -116,6 +142,9 @@ class RouterIngress:
                     "cost": spec.cost.model_dump(),
                 }
             )
+        for mode in self.profile.ensemble.modes:
+            cards.append({"id": ensemble_spec.virtual_model(mode), "object": "model", "created": created, "owned_by": "router",
+                          "description": f"a routed ensemble ({mode}) of the specialists"})
         return {"object": "list", "data": cards}
 
     @api.get("/healthz")
@@ -140,57 +169,242 @@ class RouterIngress:
 
     async def _serve(self, request: Request, method: str) -> Response:
         self._poll_serve_metrics()
-        body = await read_body(request)
+        body = await read_body(request, self.profile.ingress.max_body_bytes)
         parsed = validate(method, body)
         deadline = self._deadline(request)
-        candidates, trace = await self._candidates(method, body, max_answer_tokens(parsed))
+        hints = router_hints(body)
+        spec = self._ensemble_spec(method, body, hints)
+        key = cache_key(body) if self.cache is not None and hints.cache and method == "chat" else None
+        if key is not None and (hit := self.cache.get(key)) is not None:
+            reply, trace = hit
+            return self._answered(body, reply, {**trace, "cache": {"hit": True, "hits": self.cache.hits}}, {})
+        if spec is not None:
+            return await self._ensemble(body, parsed, spec, hints, deadline, key)
+        candidates, trace = await self._candidates(method, body, hints, max_answer_tokens(parsed))
+        name, upstream, stack = await self._first_answer(method, candidates, lambda _: body, trace, deadline)
+        if key is not None and not upstream.is_stream:
+            self.cache.put(key, reply_of(name, upstream.first, 0.0), trace)
+        return self._respond(upstream, stack, self._headers(trace))
+
+    async def _start(self, name: str, method: str, payload: Any, deadline_s: float, stack: ExitStack) -> Upstream:
+        """One call through the dispatch path, holding the specialist's load slot on `stack`; a dead engine marks it
+        down for the `auto` ranking."""
+        stack.enter_context(self.load.track(name))
+        sent = time.monotonic()
+        try:
+            upstream = await call_specialist(self.handles[name], method, payload, model=name, deadline_s=deadline_s)
+        except APIError as e:
+            stack.close()
+            if e.code == "unavailable":
+                self.load.mark_failed(name)
+            raise
+        self.load.first_token(name, time.monotonic() - sent)
+        return upstream
+
+    async def _first_answer(self, method: str, candidates: list[str], body_for: Any, trace: dict[str, Any],
+                            deadline: float) -> tuple[str, Upstream, ExitStack]:
+        """Try the candidates in order (`auto` and ensembles fall back on 502/503 and on a window too small)."""
         error: APIError | None = None
         for name in candidates:
-            spec = self.profile.specialist(name)
             stack = ExitStack()
-            stack.enter_context(self.load.track(name))
-            sent = time.monotonic()
             try:
-                upstream = await call_specialist(
-                    self.handles[name], method, for_specialist(method, body, spec), model=name, deadline_s=deadline
-                )
-                self.load.first_token(name, time.monotonic() - sent)
+                upstream = await self._start(name, method, for_specialist(method, body_for(name), self.profile.specialist(name)),
+                                             deadline, stack)
             except APIError as e:
-                stack.close()
                 trace.setdefault("failed", []).append({"model": name, "status": e.status, "error": e.message})
                 error = e
-                if e.code == "unavailable":
-                    self.load.mark_failed(name)
-                if trace["mode"] == AUTO and (e.status in (502, 503) or is_context_overflow(e)):
+                if trace["mode"] != "pinned" and (e.status in (502, 503) or is_context_overflow(e)):
                     continue
                 break
             trace["answered_by"] = name
-            headers = {DECISION_HEADER: json.dumps(trace, separators=(",", ":")), "x-routed-model": name}
-            log.info("route %s", headers[DECISION_HEADER])
-            return self._respond(upstream, stack, headers)
+            return name, upstream, stack
         assert error is not None
         raise error if not is_context_overflow(error) else self._overflow(candidates, error)
+
+    @staticmethod
+    def _headers(trace: dict[str, Any]) -> dict[str, str]:
+        decision = json.dumps(trace, separators=(",", ":"))
+        log.info("route %s", decision)
+        return {DECISION_HEADER: decision, "x-routed-model": trace.get("answered_by", "")}
 
     def _overflow(self, candidates: list[str], error: APIError) -> APIError:
         """No candidate's window fits the prompt: say the largest limit on offer."""
         largest = max(self.profile.specialist(n).context_window for n in candidates)
         return bad_request(f"{error.message} (the largest context window available is {largest} tokens)", code="context_length_exceeded")
 
-    async def _candidates(self, method: str, body: dict[str, Any], max_tokens: int | None) -> tuple[list[str], dict[str, Any]]:
+    async def _decide(self, method: str, body: dict[str, Any], hints: RouterHints, snapshot: dict) -> tuple[Decision, list[str]]:
+        """The router's decision for `auto`, and its ranking with recently failed specialists moved last."""
+        try:
+            weights = Weights.from_request(hints.weights, self.profile.router)
+        except ValueError as e:
+            raise bad_request(str(e), param=ROUTER_FIELD) from None
+        decision = await self.router.adecide(routing_text(method, body), weights, snapshot)
+        down = [name for name in decision.ranked if self.load.is_down(name)]
+        decision.trace.update({"down": down} if down else {})
+        return decision, sorted(decision.ranked, key=down.__contains__)  # recently failed go last, not away
+
+    async def _candidates(self, method: str, body: dict[str, Any], hints: RouterHints,
+                          max_tokens: int | None) -> tuple[list[str], dict[str, Any]]:
         """Pinned: just that specialist. `auto`: the router's ranking, best first, with its trace."""
         model = body["model"]
         if model != AUTO:
             if model not in self.handles:
-                raise model_not_found(model, [AUTO, *self.handles])
+                raise model_not_found(model, self._model_ids())
             return [model], {"mode": "pinned", "model": model}
+        decision, ranked = await self._decide(method, body, hints, self.load.snapshot(max_tokens))
+        return ranked, {"mode": AUTO, **decision.trace}
+
+    def _model_ids(self) -> list[str]:
+        return [AUTO, *self.handles, *(ensemble_spec.virtual_model(m) for m in self.profile.ensemble.modes)]
+
+    # --- ensembles ------------------------------------------------------------------------------------------------
+
+    def _ensemble_spec(self, method: str, body: dict[str, Any], hints: RouterHints) -> ensemble_spec.EnsembleSpec | None:
+        """The ensemble a request asks for (None: a single answer); every way to ask for a bad one is a 400."""
+        model_mode = ensemble_spec.mode_of_model(body["model"])
+        if hints.ensemble is None and model_mode is None:
+            return None
+        param = f"{ROUTER_FIELD}.{ENSEMBLE_FIELD}"
+        if model_mode is not None and model_mode not in self.profile.ensemble.modes:
+            raise model_not_found(body["model"], self._model_ids())
+        if model_mode is None and body["model"] != AUTO:
+            raise bad_request(f"an ensemble picks its own specialists: send model 'auto' or an ensemble-<mode> model, "
+                              f"not {body['model']!r}", param="model")
+        if method != "chat":
+            raise bad_request("ensembles answer chat requests (POST /v1/chat/completions)", param=param)
+        if body.get("n", 1) != 1:
+            raise bad_request("an ensemble writes one answer: n must be 1", param="n")
         try:
-            weights = Weights.from_request(body.get(ROUTER_FIELD), self.profile.router)
+            return ensemble_spec.parse(hints.ensemble, model_mode, self.profile.ensemble, len(self.profile.specialists))
         except ValueError as e:
-            raise bad_request(str(e), param=ROUTER_FIELD) from None
-        decision = await self.router.adecide(routing_text(method, body), weights, self.load.snapshot(max_tokens))
-        down = [name for name in decision.ranked if self.load.is_down(name)]
-        ranked = sorted(decision.ranked, key=down.__contains__)  # recently failed specialists go last, not away
-        return ranked, {"mode": AUTO, **decision.trace, **({"down": down} if down else {})}
+            raise bad_request(str(e), param=param) from None
+
+    async def _ensemble(self, body: dict[str, Any], parsed: Any, spec: ensemble_spec.EnsembleSpec, hints: RouterHints,
+                        deadline: float, key: str | None) -> Response:
+        snapshot = self.load.snapshot(max_answer_tokens(parsed))
+        decision, ranked = await self._decide("chat", body, hints, snapshot)
+        trace: dict[str, Any] = {"mode": "ensemble", **decision.trace}
+        if reason := ensembles.degrade_reason({n: snapshot[n] for n in ranked[: spec.proposers]},
+                                              self.profile.ensemble.degrade_utilisation):
+            trace.update(mode=AUTO, ensemble={"mode": spec.mode, "degraded": reason})
+            name, upstream, stack = await self._first_answer("chat", ranked, lambda _: body, trace, deadline)
+            return self._respond(upstream, stack, self._headers(trace))
+        give_up_at = time.monotonic() + deadline
+        plan = self._plan(spec, body, parsed, decision, ranked, deadline)
+        try:
+            ensembles.check_budget(plan)
+        except ensembles.BudgetExhausted as e:
+            raise bad_request(str(e), param=f"{ROUTER_FIELD}.{ENSEMBLE_FIELD}.token_budget") from None
+        if body.get("stream"):
+            headers = {DECISION_HEADER: json.dumps({**trace, "ensemble": {"mode": spec.mode, "trace": "in the stream"}})}
+            return StreamingResponse(self._ensemble_events(plan, body, ranked, trace, give_up_at), media_type="text/event-stream",
+                                     headers=headers)
+        try:
+            outcome = await ensembles.run(plan, self._caller(give_up_at))
+        except ensembles.BudgetExhausted as e:
+            raise bad_request(str(e), param=f"{ROUTER_FIELD}.{ENSEMBLE_FIELD}.token_budget") from None
+        trace["ensemble"] = outcome.trace
+        if outcome.answer is not None:
+            if key is not None:
+                self.cache.put(key, outcome.answer, trace)
+            trace["answered_by"] = outcome.answer.model
+            return self._answered(body, outcome.answer, trace, outcome.trace["usage"])
+        final = outcome.final
+        name, upstream, stack = await self._first_answer("chat", self._final_candidates(final, ranked),
+                                                         lambda n: final_body(body, replace(final, model=n)), trace,
+                                                         _remaining(give_up_at))
+        stack.close()
+        response = upstream.first.model_dump(mode="json", exclude_none=True)
+        add_usage(response, outcome.trace["usage"])
+        outcome.trace.update(calls=outcome.trace["calls"] + 1, usage=response.get("usage", {}))
+        if key is not None:
+            self.cache.put(key, reply_of(name, upstream.first, 0.0), trace)
+        return JSONResponse(response, headers=self._headers(trace))
+
+    def _plan(self, spec: ensemble_spec.EnsembleSpec, body: dict[str, Any], parsed: Any, decision: Decision,
+              ranked: list[str], deadline: float) -> ensembles.Plan:
+        config = self.profile.ensemble
+        quality = {name: row["quality"] for name, row in decision.trace["specialists"].items()}
+        window = max(self.profile.specialist(n).context_window for n in ranked)
+        return ensembles.Plan(
+            spec=spec, messages=body["messages"], ranked=ranked, quality=quality,
+            aggregator=config.aggregator or ranked[0], final_max_tokens=max_answer_tokens(parsed) or window,
+            temperature=body.get("temperature") or 0.0,  # an ensemble's calls are deterministic unless asked otherwise
+            sample_temperature=config.sample_temperature,
+            weights=(config.scorer_weight, config.self_weight, config.cross_weight),
+            score_gap=config.score_gap, early_stop=config.early_stop, deadline_s=deadline)
+
+    @staticmethod
+    def _final_candidates(final: Call, ranked: list[str]) -> list[str]:
+        """The final call's specialist first, then the ranking: a dead aggregator falls back as `auto` would."""
+        return [final.model, *(name for name in ranked if name != final.model)]
+
+    def _caller(self, give_up_at: float):
+        """Every ensemble call goes through the dispatch path of single requests (load, deadline, retry)."""
+        async def call(c: Call) -> Reply:
+            with ExitStack() as stack:
+                sent = time.monotonic()
+                payload = for_specialist("chat", call_body(c), self.profile.specialist(c.model))
+                upstream = await self._start(c.model, "chat", payload, _remaining(give_up_at), stack)
+                return reply_of(c.model, upstream.first, time.monotonic() - sent)
+        return call
+
+    def _answered(self, body: dict[str, Any], reply: Reply, trace: dict[str, Any], usage: dict[str, int]) -> Response:
+        """An answer already written (an ensemble's pick, a cached answer) as the response the client asked for."""
+        trace["answered_by"] = reply.model
+        headers = self._headers(trace)
+        if body.get("stream"):
+            include = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(_iterate(completion_events(reply, usage, include)), media_type="text/event-stream",
+                                     headers=headers)
+        return JSONResponse(completion(reply, usage), headers=headers)
+
+    async def _ensemble_events(self, plan: ensembles.Plan, body: dict[str, Any], ranked: list[str], trace: dict[str, Any],
+                               give_up_at: float) -> AsyncIterator[str]:
+        """A streamed ensemble: progress as SSE comments while the early stages run, then the final stage's tokens."""
+        progress: asyncio.Queue[str] = asyncio.Queue()
+        task = asyncio.ensure_future(ensembles.run(plan, self._caller(give_up_at), progress.put_nowait))
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=HEARTBEAT_S) if progress.empty() else None
+                while not progress.empty():
+                    yield f": {progress.get_nowait()}\n\n"
+                if not task.done() and progress.empty():
+                    yield ": working\n\n"
+            outcome = task.result()
+        except ensembles.BudgetExhausted as e:
+            yield _event(bad_request(str(e), param=f"{ROUTER_FIELD}.{ENSEMBLE_FIELD}.token_budget"))
+            yield "data: [DONE]\n\n"
+            return
+        except Exception as e:  # noqa: BLE001 -- a bug must still end the stream in the OpenAI way
+            log.exception("ensemble failed: %s", e)
+            yield _event(unavailable("the ensemble failed; retry the request"))
+            yield "data: [DONE]\n\n"
+            return
+        finally:
+            task.cancel()  # a client that went away stops the ensemble's calls
+        trace["ensemble"] = outcome.trace
+        if outcome.answer is not None:
+            trace["answered_by"] = outcome.answer.model
+            yield f": trace {json.dumps(trace, separators=(',', ':'))}\n\n"
+            include = bool((body.get("stream_options") or {}).get("include_usage"))
+            for event in completion_events(outcome.answer, outcome.trace["usage"], include):
+                yield event
+            return
+        final = outcome.final
+        try:
+            name, upstream, stack = await self._first_answer(
+                "chat", self._final_candidates(final, ranked), lambda n: final_body(body, replace(final, model=n)), trace,
+                _remaining(give_up_at))
+        except APIError as e:
+            yield _event(e)
+            yield "data: [DONE]\n\n"
+            return
+        outcome.trace["calls"] += 1
+        log.info("route %s", json.dumps(trace, separators=(",", ":")))
+        yield f": trace {json.dumps(trace, separators=(',', ':'))}\n\n"
+        async for packet in _sse(upstream, stack, outcome.trace["usage"]):
+            yield packet
 
     def _deadline(self, request: Request) -> float:
         """The client's deadline (`X-Request-Timeout` seconds), capped by the profile's request timeout."""
@@ -207,7 +421,9 @@ class RouterIngress:
         return min(asked, limit)
 
     def _respond(self, upstream: Upstream, stack: ExitStack, headers: dict[str, str]) -> Response:
+        """The specialist's answer as the client asked for it; the load slot is released when it is sent."""
         if not upstream.is_stream:
             stack.close()
             return JSONResponse(upstream.first.model_dump(mode="json", exclude_none=True), headers=headers)
         return StreamingResponse(_sse(upstream, stack), media_type="text/event-stream", headers=headers)
+

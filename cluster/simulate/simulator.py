@@ -292,6 +292,10 @@ def run(args: argparse.Namespace) -> dict:
         "decode_tok_s_per_sequence": decode_rates(profile), "prefill_tok_s": PREFILL_TOK_S, "output_median_tokens": OUTPUT_MEDIAN,
         "duration_s": round(trace[-1].at, 1),
     }
+    if getattr(args, "ensemble", None):  # callers that predate the flag build their own Namespace without it
+        from cluster.simulate import ensemble
+
+        report["ensembles"] = ensemble.price(profile, trace, args)
     return report
 
 
@@ -316,6 +320,8 @@ def write_plot(report: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from cluster.simulate import ensemble
+
     parser = argparse.ArgumentParser(prog="python -m cluster.simulate", description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -332,7 +338,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     parser.add_argument("--plot", type=Path, help="write a PNG of latency percentiles and quality per policy")
+    parser.add_argument("--ensemble", type=ensemble.parse_modes, metavar="MODE[,MODE...]|all",
+                        help="also price these ensemble modes, with single and moa as references, under the report's `ensembles`")
+    parser.add_argument("--early-stop-rate", type=float, default=0.5, help="share of routemoa requests that stop after proposing")
+    parser.add_argument("--ensemble-requests", type=int, help="price ensembles on the trace's first N requests (default: all)")
     args = parser.parse_args(argv)
+    if not 0 <= args.early_stop_rate <= 1:
+        parser.error("--early-stop-rate must be within 0 and 1")
+    if args.ensemble_requests is not None and args.ensemble_requests < 1:
+        parser.error("--ensemble-requests must be at least 1")
     profile = load_profile(args.profile)
     if args.replicas < len(profile.names):
         parser.error("need at least one replica per specialist")
@@ -358,6 +372,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"no policy within {floor['quality_loss']:.0%} of quality_only's quality can have a p95 below "
           f"{floor['p95_ms'] / 1000:.1f} s "
           f"({floor['over_pow2_p95']}x pow2's), even with no queueing and answer lengths known in advance")
+    if args.ensemble:
+        print(f"ensembles, {report['ensembles']['settings']['requests_note']}:")
+        print(ensemble.table(report["ensembles"]))
 
 
 if __name__ == "__main__":

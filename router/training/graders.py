@@ -3,28 +3,16 @@ subprocess with a timeout, resource limits and sockets disabled."""
 
 from __future__ import annotations
 
-import re
 import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-CODE_BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
+from router.ensemble.answers import extract_code, extract_letter, extract_number
+
 # Prepended to every program: no network from graded code (best effort, in-process).
 NO_NETWORK = "import socket as _s\ndef _blocked(*a, **k):\n    raise OSError('network disabled while grading')\n_s.socket = _blocked\n_s.create_connection = _blocked\n"
-
-
-def extract_number(text: str) -> str | None:
-    """The final answer: after '####' or 'answer is' if present, else the last number in the text."""
-    for marker in ("####", "answer is", "Answer:"):
-        if marker in text:
-            found = NUMBER.findall(text.rsplit(marker, 1)[1])
-            if found:
-                return found[0].replace(",", "")
-    found = NUMBER.findall(text)
-    return found[-1].replace(",", "").rstrip(".") if found else None
 
 
 def grade_number(response: str, gold: str) -> bool:
@@ -35,23 +23,8 @@ def grade_number(response: str, gold: str) -> bool:
         return False
 
 
-def extract_letter(text: str) -> str | None:
-    """The chosen option: 'Answer: X' / 'answer is (X)' first, else the first standalone A-D."""
-    explicit = re.search(r"answer(?: is)?\s*[:\-]?\s*\(?([A-D])\b", text, re.I)
-    if explicit:
-        return explicit.group(1).upper()
-    bare = re.search(r"(?:^|[\s(])([A-D])(?:[).:\s]|$)", text.strip())
-    return bare.group(1) if bare else None
-
-
 def grade_letter(response: str, gold: str) -> bool:
     return extract_letter(response) == gold
-
-
-def extract_code(text: str) -> str:
-    """The last fenced code block, else the whole reply."""
-    blocks = CODE_BLOCK.findall(text)
-    return blocks[-1] if blocks else text
 
 
 def _limits() -> None:

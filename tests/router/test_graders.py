@@ -2,7 +2,8 @@
 
 import pytest
 
-from router.training.graders import extract_letter, extract_number, grade_code, grade_letter, grade_number
+from router.ensemble.answers import extract_letter, extract_number
+from router.training.graders import grade_code, grade_letter, grade_number
 
 
 @pytest.mark.parametrize("text,number", [("so 3 + 4 = 7. #### 7", "7"), ("The answer is $1,234.", "1234"),

@@ -9,41 +9,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
-import psutil
 import pytest
 
 from router.catalog import load_profile
 from serve.engine_start import LOW_NICENESS
+from tests.serve.tiny import CODER, GENERAL, assert_openai_error, decision, engine_core_of
 
 pytestmark = pytest.mark.cluster
 
-CODER, GENERAL = "tiny-coder", "tiny-general"  # windows: 256 and 512 tokens
 HI = [{"role": "user", "content": "hi"}]
 CODE_TASK = [{"role": "user", "content": "Write a Python function that merges two sorted lists."}]  # the coder's, by role
-
-
-@pytest.fixture(scope="module")
-def http(tiny_url: str):
-    with httpx.Client(base_url=tiny_url, timeout=120) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def client(tiny_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{tiny_url}/v1", api_key="unused", max_retries=0)
-
-
-def decision(response: httpx.Response) -> dict:
-    return json.loads(response.headers["x-route-decision"])
-
-
-def assert_openai_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["message"] and error["type"]
-    if code is not None:
-        assert error["code"] == code
-    return error
+# A coding prompt of ~340 tokens: the scorer's first choice is the coder, whose 256-token window it does not fit
+LONG_CODE_TASK = ("Fix the bug in this Python function and explain the fix.\n```python\ndef score(values, weights, offset):\n"
+                  + "".join(f"    total_{i} = values[{i}] * weights[{i}] + offset\n" for i in range(16)) + "    return total_0\n```")
 
 
 # --- answering -------------------------------------------------------------------------------------------------
@@ -58,7 +36,7 @@ def test_health_reports_every_specialist_ready_and_the_trained_scorer(http: http
 
 def test_models_lists_auto_and_every_specialist_with_roles_and_windows(client: openai.OpenAI):
     models = {m.id: m for m in client.models.list().data}
-    assert set(models) == {"auto", CODER, GENERAL}
+    assert {"auto", CODER, GENERAL} <= set(models) and all(m.startswith("ensemble-") for m in set(models) - {"auto", CODER, GENERAL})
     assert models[CODER].model_extra["context_window"] == 256
     assert set(models[GENERAL].model_extra["roles"]) == {"general", "biomedical"}
     assert models["auto"].model_extra["scorer"] == {"name": "mlp:scorer-v1", "fallback": False}
@@ -85,7 +63,7 @@ def test_auto_chat_routes_and_reports_the_decision(http: httpx.Client):
 
 def test_completions_pinned_and_auto(http: httpx.Client):
     for model, answered_by in ((GENERAL, GENERAL), ("auto", CODER)):
-        response = http.post("/v1/completions", json={"model": model, "prompt": "def add(a, b):", "max_tokens": 3})
+        response = http.post("/v1/completions", json={"model": model, "prompt": CODE_TASK[0]["content"], "max_tokens": 3})
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["object"] == "text_completion" and body["choices"][0]["text"]
@@ -129,8 +107,8 @@ def test_router_weights_in_the_body_change_the_decision(http: httpx.Client):
 
 
 def test_auto_falls_back_to_a_larger_window_when_the_prompt_does_not_fit(http: httpx.Client):
-    prompt = "Write Python code. " * 70  # ~350 tokens: over the coder's 256, under the generalist's 512
-    response = http.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": prompt}], "max_tokens": 2})
+    response = http.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": LONG_CODE_TASK}],
+                                                       "max_tokens": 2})
     assert response.status_code == 200, response.text
     trace = decision(response)
     assert trace["winner"] == CODER  # the first choice, by role, whose window is too small
@@ -200,6 +178,44 @@ def test_bad_deadline_header_is_400(http: httpx.Client):
     assert_openai_error(response, 400)
 
 
+def _body(**fields) -> bytes:
+    return json.dumps({"model": GENERAL, "messages": HI, "max_tokens": 2, **fields}).encode()
+
+
+HOSTILE = {  # bodies that once got a 500 or a 503 (and a specialist marked down) instead of a clean 4xx
+    "lone high surrogate": b'{"model": "auto", "messages": [{"role": "user", "content": "\\ud800"}]}',
+    "lone low surrogate in a key": b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "x\\udfff": 1}',
+    "nesting 5,000 deep": b'{"model": "auto", "messages": [], "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    "nesting 500 deep": b'{"model": "auto", "messages": [], "extra": ' + b"[" * 500 + b"]" * 500 + b"}",
+    "tool_choice without tools": _body(tool_choice="sometimes"),
+    "stream_options without stream": _body(stream_options={"include_usage": True}),
+    "a content part of an unknown type": _body(messages=[{"role": "user", "content": [{"type": "hologram", "hologram": "x"}]}]),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_bodies_get_a_fast_400_and_no_specialist_is_marked_down(http: httpx.Client, name: str):
+    started = time.monotonic()
+    response = http.post("/v1/chat/completions", content=HOSTILE[name], headers={"content-type": "application/json"})
+    assert_openai_error(response, 400)
+    assert time.monotonic() - started < 5
+    routed = http.post("/v1/chat/completions", json={"model": "auto", "messages": HI, "max_tokens": 2})
+    assert routed.status_code == 200 and "down" not in decision(routed), decision(routed)  # nobody's traffic diverted
+
+
+def test_an_empty_completions_prompt_is_400(http: httpx.Client):
+    assert_openai_error(http.post("/v1/completions", json={"model": GENERAL, "prompt": "", "max_tokens": 2}), 400)
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(http: httpx.Client):
+    limit = load_profile("tiny").ingress.max_body_bytes
+    started = time.monotonic()
+    response = http.post("/v1/chat/completions", content=b'{"model": "auto", "messages": "' + b"a" * (5 * limit) + b'"}',
+                         headers={"content-type": "application/json"})
+    assert_openai_error(response, 413, "request_too_large")
+    assert time.monotonic() - started < 5 and http.get("/healthz").status_code == 200
+
+
 def test_overload_is_503_with_retry_after_and_no_request_is_lost(tiny_url: str):
     """tiny-coder admits 8 running + 4 queued; a burst of 40 must split into answers and retryable 503s, nothing else."""
     payload = {"model": CODER, "messages": HI, "max_tokens": 120, "ignore_eos": True}
@@ -218,20 +234,6 @@ def test_overload_is_503_with_retry_after_and_no_request_is_lost(tiny_url: str):
 
 
 # --- faults (last: it kills an engine) ---------------------------------------------------------------------------
-
-
-def engine_core_of(specialist: str, settle_s: float = 60) -> psutil.Process:
-    """The vLLM EngineCore process under the specialist's one Serve replica, once an earlier test's scale-up has
-    drained (a fault injected into a replica that Serve is stopping would test nothing)."""
-    deadline = time.monotonic() + settle_s
-    while True:
-        replicas = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and p.info["cmdline"][0].endswith(f"LLMServer:{specialist}")]
-        cores = [c for r in replicas for c in r.children(recursive=True) if "EngineCore" in " ".join(c.cmdline())]
-        if len(replicas) == len(cores) == 1:
-            return cores[0]
-        if time.monotonic() > deadline:
-            raise LookupError(f"{specialist}: {len(replicas)} replica processes, {len(cores)} EngineCores after {settle_s} s")
-        time.sleep(1)
 
 
 def test_a_serving_engine_yields_the_cpu_to_replicas_still_starting(tiny_url: str):

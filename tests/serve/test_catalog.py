@@ -99,3 +99,27 @@ def test_unprepared_local_weights_say_how_to_prepare(tmp_path: Path):
     profile = load_catalog().profile("local")
     with pytest.raises(CatalogError, match="python -m cluster.prepare"):
         llm_config(profile.specialists[0], profile, tmp_path)
+
+
+@pytest.mark.parametrize("profile_name", ["gpu", "local", "tiny"])
+def test_every_serving_profile_enables_every_ensemble_mode_with_an_aggregator_it_has(profile_name: str):
+    from router.catalog import ENSEMBLE_MODES
+
+    profile = load_catalog().profile(profile_name)
+    assert profile.ensemble.modes == list(ENSEMBLE_MODES)
+    assert profile.ensemble.aggregator in (None, *profile.names) and profile.ensemble.cache_entries > 0
+    assert profile.ensemble.proposers <= profile.ensemble.max_proposers
+
+
+@pytest.mark.parametrize("change, where", [
+    (lambda e: e.update(aggregator="gpt-9"), r"ensemble\.aggregator 'gpt-9' is not a specialist"),
+    (lambda e: e.update(proposers=5, max_proposers=4), r"ensemble.*defaults exceed the caps"),
+    (lambda e: e.update(modes=["vote", "debate"]), r"profiles\.gpu\.ensemble\.modes\.1"),
+    (lambda e: e.update(early_stop=1.5), r"profiles\.gpu\.ensemble\.early_stop"),
+])
+def test_a_bad_ensemble_section_is_rejected_naming_the_field(tmp_path: Path, change, where):
+    def edit(raw):
+        change(raw["profiles"]["gpu"].setdefault("ensemble", {}))
+
+    with pytest.raises(CatalogError, match=where):
+        load_catalog(_catalog_with(tmp_path, edit))
