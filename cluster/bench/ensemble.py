@@ -340,8 +340,8 @@ def scorer_hits(routemoa: dict[str, dict], pinned: dict[str, dict[str, bool]], b
             "scorer_top3_hit": _mean([any(hits) for hits in right])}
 
 
-def _goal(value: float | None, rule: str, target: float) -> dict:
-    met = None if value is None else (value <= target if rule == "<=" else value >= target)
+def _goal(value: float | None, rule: str, target: float, judged: bool = True) -> dict:
+    met = None if value is None or not judged else (value <= target if rule == "<=" else value >= target)
     return {"value": None if value is None else round(value, 4), "rule": rule, "target": target, "met": met}
 
 
@@ -350,22 +350,25 @@ def _ratio(methods: dict, key: str) -> float | None:
     return a / b if a is not None and b else None
 
 
-def goals(methods: dict[str, dict]) -> dict:
-    """The issue's goals for routemoa: cheaper and faster than moa at no real loss, and no worse than one model."""
+def goals(methods: dict[str, dict], judged: bool = True) -> dict:
+    """The issue's goals for routemoa: cheaper and faster than moa at no real loss, and no worse than one model;
+    `met` stays null unless `judged` (every item of the split answered by every method)."""
     routemoa = methods.get("routemoa", {})
     ci = routemoa.get("accuracy_diff_vs_moa_ci")
     best = methods.get("single_best", {}).get("accuracy")
     margin = routemoa["accuracy"] - best if routemoa.get("accuracy") is not None and best is not None else None
     return {
-        "routemoa_tokens_per_item_vs_moa": _goal(_ratio(methods, "tokens_per_item"), "<=", 0.40),
-        "routemoa_wall_p50_vs_moa": _goal(_ratio(methods, "wall_p50_s"), "<=", 0.50),
-        "routemoa_accuracy_diff_vs_moa_ci_low": _goal(ci[0] if ci else None, ">=", -0.03),
-        "routemoa_accuracy_minus_single_best": _goal(margin, ">=", 0.0),
+        "routemoa_tokens_per_item_vs_moa": _goal(_ratio(methods, "tokens_per_item"), "<=", 0.40, judged),
+        "routemoa_wall_p50_vs_moa": _goal(_ratio(methods, "wall_p50_s"), "<=", 0.50, judged),
+        "routemoa_accuracy_diff_vs_moa_ci_low": _goal(ci[0] if ci else None, ">=", -0.03, judged),
+        "routemoa_accuracy_minus_single_best": _goal(margin, ">=", 0.0, judged),
     }
 
 
-def report(records: Iterable[dict], params: dict[str, float | None], profile: str, split: str = "test") -> dict:
-    """Every method's figures on `split`, single_best chosen on dev, the oracle, scorer hits and the goals."""
+def report(records: Iterable[dict], params: dict[str, float | None], profile: str, split: str = "test",
+           planned: int | None = None) -> dict:
+    """Every method's figures on `split`, single_best chosen on dev, the oracle, scorer hits and the goals (judged only
+    once all `planned` items are in: a partial run's ratios are figures, not verdicts)."""
     records = list(records)
     results = by_method(records, split)
     names = list(params)
@@ -384,7 +387,9 @@ def report(records: Iterable[dict], params: dict[str, float | None], profile: st
     if "routemoa" in results:
         methods["routemoa"].update(scorer_hits(results["routemoa"], pinned, correct["oracle"]))
     items = len({item for rows in results.values() for item in rows})
-    return {"items": items, "profile": profile, "split": split, "single_best": best, "methods": methods, "goals": goals(methods)}
+    judged = planned is None or items >= planned
+    return {"items": items, "planned_items": planned, "profile": profile, "split": split, "single_best": best,
+            "methods": methods, "goals": goals(methods, judged)}
 
 
 def write_plot(doc: dict, path: Path) -> None:
@@ -464,7 +469,8 @@ def main(argv: list[str] | None = None) -> None:
     profile = load_profile(args.profile)
     if args.report:
         params = {s.name: s.parameters_b for s in profile.specialists}
-        doc = report(read_store(args.store).values(), params, args.profile, args.split)
+        planned = len(json.loads(args.items.read_text())["splits"][args.split])
+        doc = report(read_store(args.store).values(), params, args.profile, args.split, planned)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(doc, indent=2) + "\n")
         write_plot(doc, args.output.with_suffix(".png"))

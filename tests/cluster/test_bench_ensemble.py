@@ -109,6 +109,9 @@ def test_goals_compare_routemoa_with_moa_and_single_best():
     assert goals["routemoa_tokens_per_item_vs_moa"] == {"value": 0.2, "rule": "<=", "target": 0.4, "met": True}
     assert goals["routemoa_wall_p50_vs_moa"]["value"] == 0.3 and goals["routemoa_wall_p50_vs_moa"]["met"]
     assert goals["routemoa_accuracy_diff_vs_moa_ci_low"]["met"] and goals["routemoa_accuracy_minus_single_best"]["value"] == 0.75
+    partial = report(_store(), PARAMS, "local", planned=60)  # 4 of 60 items: figures, no verdicts
+    assert partial["planned_items"] == 60 and {g["met"] for g in partial["goals"].values()} == {None}
+    assert partial["goals"]["routemoa_tokens_per_item_vs_moa"]["value"] == 0.2
 
 
 def _item(k: int) -> Item:
