@@ -96,6 +96,21 @@ async def _iterate(events) -> AsyncIterator[str]:
     for event in events:
         yield event
 
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    return bool((body.get("stream_options") or {}).get("include_usage"))
+
+
+def _budget_error(error: ensembles.BudgetExhausted) -> APIError:
+    return bad_request(str(error), param=f"{ROUTER_FIELD}.{ENSEMBLE_FIELD}.token_budget")
+
+
+def _trace_comment(trace: dict[str, Any]) -> str:
+    """A streamed ensemble's decision trace, known only once its early stages ran: logged, and sent as an SSE comment."""
+    decision = json.dumps(trace, separators=(",", ":"))
+    log.info("route %s", decision)
+    return f": trace {decision}\n\n"
+
 @serve.deployment
 @serve.ingress(api)
 class RouterIngress:
@@ -294,7 +309,7 @@ class RouterIngress:
         try:
             ensembles.check_budget(plan)
         except ensembles.BudgetExhausted as e:
-            raise bad_request(str(e), param=f"{ROUTER_FIELD}.{ENSEMBLE_FIELD}.token_budget") from None
+            raise _budget_error(e) from None
         if body.get("stream"):
             headers = {DECISION_HEADER: json.dumps({**trace, "ensemble": {"mode": spec.mode, "trace": "in the stream"}})}
             return StreamingResponse(self._ensemble_events(plan, body, ranked, trace, give_up_at), media_type="text/event-stream",
@@ -302,7 +317,7 @@ class RouterIngress:
         try:
             outcome = await ensembles.run(plan, self._caller(give_up_at))
         except ensembles.BudgetExhausted as e:
-            raise bad_request(str(e), param=f"{ROUTER_FIELD}.{ENSEMBLE_FIELD}.token_budget") from None
+            raise _budget_error(e) from None
         trace["ensemble"] = outcome.trace
         if outcome.answer is not None:
             if key is not None:
@@ -354,8 +369,7 @@ class RouterIngress:
         trace["answered_by"] = reply.model
         headers = self._headers(trace)
         if body.get("stream"):
-            include = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(_iterate(completion_events(reply, usage, include)), media_type="text/event-stream",
+            return StreamingResponse(_iterate(completion_events(reply, usage, _include_usage(body))), media_type="text/event-stream",
                                      headers=headers)
         return JSONResponse(completion(reply, usage), headers=headers)
 
@@ -373,7 +387,7 @@ class RouterIngress:
                     yield ": working\n\n"
             outcome = task.result()
         except ensembles.BudgetExhausted as e:
-            yield _event(bad_request(str(e), param=f"{ROUTER_FIELD}.{ENSEMBLE_FIELD}.token_budget"))
+            yield _event(_budget_error(e))
             yield "data: [DONE]\n\n"
             return
         except Exception as e:  # noqa: BLE001 -- a bug must still end the stream in the OpenAI way
@@ -386,9 +400,8 @@ class RouterIngress:
         trace["ensemble"] = outcome.trace
         if outcome.answer is not None:
             trace["answered_by"] = outcome.answer.model
-            yield f": trace {json.dumps(trace, separators=(',', ':'))}\n\n"
-            include = bool((body.get("stream_options") or {}).get("include_usage"))
-            for event in completion_events(outcome.answer, outcome.trace["usage"], include):
+            yield _trace_comment(trace)
+            for event in completion_events(outcome.answer, outcome.trace["usage"], _include_usage(body)):
                 yield event
             return
         final = outcome.final
@@ -401,8 +414,7 @@ class RouterIngress:
             yield "data: [DONE]\n\n"
             return
         outcome.trace["calls"] += 1
-        log.info("route %s", json.dumps(trace, separators=(",", ":")))
-        yield f": trace {json.dumps(trace, separators=(',', ':'))}\n\n"
+        yield _trace_comment(trace)
         async for packet in _sse(upstream, stack, outcome.trace["usage"]):
             yield packet
 
