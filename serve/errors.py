@@ -36,6 +36,10 @@ def bad_request(message: str, param: str | None = None, code: str = "invalid_req
     return APIError(400, message, param=param, code=code)
 
 
+def internal_error() -> APIError:
+    return APIError(500, "Internal error in the router; it has been logged.", type="server_error", code="internal_error")
+
+
 def too_large(limit: int) -> APIError:
     return APIError(413, f"Request body is larger than this deployment accepts ({limit} bytes).", code="request_too_large")
 

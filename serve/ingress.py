@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from dataclasses import replace
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,8 +27,12 @@ from serve.cache import ResponseCache, cache_key
 from serve.cluster_metrics import ServeMetricsPoller
 from serve.dispatch import Upstream, call_specialist, is_context_overflow
 from serve.ensemble import add_usage, add_usage_to_sse, call_body, completion, completion_events, final_body, reply_of
-from serve.errors import APIError, bad_request, model_not_found, unavailable
+from serve.jsonl_log import JsonlLog
+from serve.errors import APIError, bad_request, internal_error, model_not_found, unavailable
 from serve.load import LoadTracker
+from serve.metrics import RouterMetrics
+from serve.quality import QualityMonitor
+from serve.observe import REQUEST_ID_HEADER, Record, finish_json, observe_stream, prompt_digest, request_id
 from serve.requests import (ENSEMBLE_FIELD, ROUTER_FIELD, RouterHints, for_specialist, max_answer_tokens, read_body,
                             router_hints, routing_text, validate)
 
@@ -36,6 +42,7 @@ AUTO = "auto"
 DEADLINE_HEADER = "x-request-timeout"
 DECISION_HEADER = "x-route-decision"
 HEALTH_TIMEOUT_S = 5.0
+FLUSH_S = 1.0  # metrics to Ray and log lines to disk, this often
 HEARTBEAT_S = 10.0  # an SSE comment at least this often while an ensemble's early stages run, so proxies keep the stream
 
 api = FastAPI(title="Specialist router", description="OpenAI-compatible API; `model: auto` routes to the best specialist.")
@@ -50,7 +57,7 @@ async def _api_error(_: Request, error: APIError) -> Response:
 async def _unexpected(_: Request, error: Exception) -> Response:
     """A bug of ours still answers in the OpenAI error format, and the replica keeps serving."""
     log.exception("unhandled error in the router: %s", error)
-    return APIError(500, "Internal error in the router; it has been logged.", type="server_error", code="internal_error").response()
+    return internal_error().response()
 
 
 def _event(error: APIError) -> str:
@@ -106,17 +113,16 @@ def _budget_error(error: ensembles.BudgetExhausted) -> APIError:
 
 
 def _trace_comment(trace: dict[str, Any]) -> str:
-    """A streamed ensemble's decision trace, known only once its early stages ran: logged, and sent as an SSE comment."""
-    decision = json.dumps(trace, separators=(",", ":"))
-    log.info("route %s", decision)
-    return f": trace {decision}\n\n"
+    """A streamed ensemble's decision trace, known only once its early stages ran: sent as an SSE comment."""
+    return f": trace {json.dumps(trace, separators=(',', ':'))}\n\n"
 
 @serve.deployment
 @serve.ingress(api)
 class RouterIngress:
     """Validates, routes (`auto`) or pins, dispatches with fallback, and reports the decision in a header."""
 
-    def __init__(self, profile: dict, specialists: dict[str, DeploymentHandle], checkpoint: str | None = None) -> None:
+    def __init__(self, profile: dict, specialists: dict[str, DeploymentHandle], checkpoint: str | None = None,
+                 observe_dir: str | None = None) -> None:
         self.profile = Profile.model_validate(profile)
         self.handles = specialists
         self.router = Router.from_profile(self.profile, checkpoint)
@@ -125,6 +131,24 @@ class RouterIngress:
         url = self.profile.ingress.metrics_url
         self.serve_metrics = ServeMetricsPoller(url, self.profile.names) if url else None
         self.load = LoadTracker(self.profile, self.serve_metrics)
+        metrics = self.profile.observability.metrics
+        self.metrics = RouterMetrics(self.profile, version("specialist-router"), self.router.scorer_name) if metrics else None
+        self.decisions, self.quality = self._observers(Path(observe_dir) if observe_dir else None)
+        self._flushing: asyncio.Task | None = None
+
+    def _observers(self, folder: Path | None) -> tuple[JsonlLog | None, QualityMonitor | None]:
+        """The decision log and the quality monitor (with its judged dataset), as the profile asks for them."""
+        config = self.profile.observability
+        replica = serve.get_replica_context().replica_id.unique_id
+        decisions = JsonlLog(folder / "decisions", "decisions", replica, config) if folder and config.decision_log else None
+        if config.judge is None or config.judge_sample_rate == 0:
+            return decisions, None
+        dataset = JsonlLog(folder / "judged", "judged", replica, config) if folder else None
+        return decisions, QualityMonitor(config, self._grading_call, self._judged, dataset)
+
+    async def _grading_call(self, call: Call) -> Reply:
+        """A quality-monitor call: the dispatch path of every call, with the profile's request timeout."""
+        return await self._caller(time.monotonic() + self.profile.ingress.request_timeout_s)(call)
 
     def _poll_serve_metrics(self) -> None:
         """Start the once-a-second poll of Serve's metrics on the replica's event loop (idempotent)."""
@@ -133,11 +157,20 @@ class RouterIngress:
 
     @api.post("/v1/chat/completions")
     async def chat(self, request: Request) -> Response:
-        return await self._serve(request, "chat")
+        return await self._observed(request, "chat")
 
     @api.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
-        return await self._serve(request, "completions")
+        return await self._observed(request, "completions")
+
+    @api.get("/v1/router/decisions/{request_id}")
+    async def decision(self, request_id: str) -> Response:
+        """One request's decision-log line, by the id its response carried in X-Request-Id."""
+        entry = await asyncio.to_thread(self.decisions.find, request_id) if self.decisions else None
+        if entry is None:
+            why = "is not in the decision log (it may have rotated out)" if self.decisions else "cannot be found: the decision log is off"
+            return APIError(404, f"Request {request_id!r} {why}.", code="decision_not_found").response()
+        return JSONResponse(entry)
 
     @api.get("/v1/models")
     async def models(self) -> dict:
@@ -182,20 +215,75 @@ class RouterIngress:
         except Exception as e:  # an unhealthy engine raises; report it instead of failing the probe
             return f"unhealthy: {type(e).__name__}"
 
-    async def _serve(self, request: Request, method: str) -> Response:
+    async def _observed(self, request: Request, method: str) -> Response:
+        """Serve one request and record it (metrics, decision log) once its last byte is sent, whatever the outcome."""
+        record = Record(request_id(request.headers.get(REQUEST_ID_HEADER)), method)
+        try:
+            response = await self._serve(request, method, record)
+        except APIError as e:
+            response = e.response()
+        except Exception as e:  # a bug of ours: answered as the handler above would, but still recorded
+            log.exception("unhandled error in the router: %s", e)
+            response = internal_error().response()
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = observe_stream(response.body_iterator, record, self._finish)
+        else:
+            finish_json(record, response.status_code, response.body)
+            self._finish(record)
+        return response
+
+    def _start_flushing(self) -> None:
+        """Hand metrics to Ray and log lines to disk once a second, off the requests' path (idempotent)."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_every_second())
+
+    async def _flush_every_second(self) -> None:
+        buffered = [b for b in (self.metrics, self.decisions, self.quality and self.quality.dataset) if b is not None]
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            for buffer in buffered:
+                buffer.flush()
+
+    def _judged(self, specialist: str, score: float) -> None:
+        if self.metrics is not None:
+            self.metrics.judged(specialist, score)
+
+    def _finish(self, record: Record) -> None:
+        """Metrics, and the request's line in the decision log (or, with that log off, its trace in the replica log)."""
+        if self.metrics is not None:
+            self.metrics.record(record)
+            self.metrics.set_inflight(self.load.in_flight())
+        if self.decisions is not None:
+            self.decisions.write(record.log_entry())
+        elif record.trace:
+            log.info("route %s", json.dumps(record.trace, separators=(",", ":")))
+        if self.quality is not None and record.answer and record.answered_by and record.outcome == "ok":
+            self.quality.submit(record.request_id, record.answered_by, *record.graded, record.answer)
+
+    async def _serve(self, request: Request, method: str, record: Record) -> Response:
         self._poll_serve_metrics()
+        self._start_flushing()
         body = await read_body(request, self.profile.ingress.max_body_bytes)
         parsed = validate(method, body)
+        record.model, record.stream, record.prompt_hash = body["model"], bool(body.get("stream")), prompt_digest(body)
+        record.prompt = body.get("messages", body.get("prompt")) if self.profile.observability.log_prompts else None
+        if self.quality is not None and self.quality.wants(record.request_id):
+            text = routing_text(method, body)
+            record.graded = (body["messages"] if method == "chat" else [{"role": "user", "content": text}], text)
         deadline = self._deadline(request)
         hints = router_hints(body)
         spec = self._ensemble_spec(method, body, hints)
         key = cache_key(body) if self.cache is not None and hints.cache and method == "chat" else None
         if key is not None and (hit := self.cache.get(key)) is not None:
             reply, trace = hit
-            return self._answered(body, reply, {**trace, "cache": {"hit": True, "hits": self.cache.hits}}, {})
+            record.trace = {**trace, "cache": {"hit": True, "hits": self.cache.hits}}
+            return self._answered(body, reply, record.trace, {})
         if spec is not None:
-            return await self._ensemble(body, parsed, spec, hints, deadline, key)
-        candidates, trace = await self._candidates(method, body, hints, max_answer_tokens(parsed))
+            return await self._ensemble(body, parsed, spec, hints, deadline, key, record)
+        candidates, record.trace = await self._candidates(method, body, hints, max_answer_tokens(parsed))
+        trace = record.trace
+        if key is not None:
+            trace["cache"] = {"hit": False}
         name, upstream, stack = await self._first_answer(method, candidates, lambda _: body, trace, deadline)
         if key is not None and not upstream.is_stream:
             self.cache.put(key, reply_of(name, upstream.first, 0.0), trace)
@@ -238,9 +326,7 @@ class RouterIngress:
 
     @staticmethod
     def _headers(trace: dict[str, Any]) -> dict[str, str]:
-        decision = json.dumps(trace, separators=(",", ":"))
-        log.info("route %s", decision)
-        return {DECISION_HEADER: decision, "x-routed-model": trace.get("answered_by", "")}
+        return {DECISION_HEADER: json.dumps(trace, separators=(",", ":")), "x-routed-model": trace.get("answered_by", "")}
 
     def _overflow(self, candidates: list[str], error: APIError) -> APIError:
         """No candidate's window fits the prompt: say the largest limit on offer."""
@@ -253,7 +339,9 @@ class RouterIngress:
             weights = Weights.from_request(hints.weights, self.profile.router)
         except ValueError as e:
             raise bad_request(str(e), param=ROUTER_FIELD) from None
+        began = time.perf_counter()
         decision = await self.router.adecide(routing_text(method, body), weights, snapshot)
+        decision.trace["decision_ms"] = round((time.perf_counter() - began) * 1000, 3)
         down = [name for name in decision.ranked if self.load.is_down(name)]
         decision.trace.update({"down": down} if down else {})
         return decision, sorted(decision.ranked, key=down.__contains__)  # recently failed go last, not away
@@ -295,10 +383,11 @@ class RouterIngress:
             raise bad_request(str(e), param=param) from None
 
     async def _ensemble(self, body: dict[str, Any], parsed: Any, spec: ensemble_spec.EnsembleSpec, hints: RouterHints,
-                        deadline: float, key: str | None) -> Response:
+                        deadline: float, key: str | None, record: Record) -> Response:
         snapshot = self.load.snapshot(max_answer_tokens(parsed))
         decision, ranked = await self._decide("chat", body, hints, snapshot)
-        trace: dict[str, Any] = {"mode": "ensemble", **decision.trace}
+        trace: dict[str, Any] = {"mode": "ensemble", **decision.trace, **({"cache": {"hit": False}} if key else {})}
+        record.trace = trace
         if reason := ensembles.degrade_reason({n: snapshot[n] for n in ranked[: spec.proposers]},
                                               self.profile.ensemble.degrade_utilisation):
             trace.update(mode=AUTO, ensemble={"mode": spec.mode, "degraded": reason})

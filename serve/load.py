@@ -76,6 +76,9 @@ class LoadTracker:
         counters = self._counters[name]
         counters.ewma_ttft_s = _ewma(counters.ewma_ttft_s, seconds)
 
+    def in_flight(self) -> dict[str, int]:
+        return {name: len(counters.started) for name, counters in self._counters.items()}
+
     def mark_failed(self, name: str) -> None:
         self._counters[name].failed_at = time.monotonic()
 

@@ -16,5 +16,5 @@ def tiny_url() -> Iterator[str]:
         return
     from cluster.local import LocalCluster
 
-    with LocalCluster("tiny", ready_timeout_s=600) as cluster:
+    with LocalCluster("tiny", ready_timeout_s=600, observe=False) as cluster:
         yield cluster.base_url

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     from cluster.local import LocalCluster
 
     results = {}
-    with LocalCluster(PROFILE) as cluster:
+    with LocalCluster(PROFILE, observe=False) as cluster:
         metrics_url = cluster.profile.ingress.metrics_url
         for model in DEPLOYMENTS:
             results[model] = measure(cluster.base_url, metrics_url, model, messages, times, args.max_tokens)

@@ -13,10 +13,21 @@ import json
 import math
 import re
 
+from router.ensemble import prompts
+from router.ensemble.calls import Call
+
 YES = ("yes", "y")
 NO = ("no", "n")
 NEUTRAL = 0.5  # a verdict that could not be read: neither for nor against
 JSON_SCORE = re.compile(r"\{[^{}]*\}")
+VERDICT_TOP_LOGPROBS = 5  # alternatives read for a Yes/No verdict
+JSON_VERDICT_TOKENS = 16
+
+
+def verdict_call(judge: str, messages: list[dict], answer: str, as_json: bool = False) -> Call:
+    """A judge's call on one answer (an ensemble's cross-assessment, the online quality monitor's grading)."""
+    return Call(judge, prompts.verdict(messages, answer, as_json), JSON_VERDICT_TOKENS if as_json else 1, 0.0,
+                top_logprobs=0 if as_json else VERDICT_TOP_LOGPROBS)
 
 
 def self_score(mean_logprob: float | None) -> float:

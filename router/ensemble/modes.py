@@ -18,13 +18,11 @@ from router.ensemble import prompts
 from router.ensemble.answers import answer_key
 from router.ensemble.budget import TokenBudget
 from router.ensemble.calls import Call, Caller, Reply
-from router.ensemble.judging import fuse, json_score, self_score, yes_probability
+from router.ensemble.judging import fuse, json_score, self_score, verdict_call, yes_probability
 from router.ensemble.spec import EnsembleSpec
 from router.policy import Load
 
 STAGES_SHARE = 0.6  # of the deadline for every stage before the final one; the rest is the final call's
-VERDICT_TOP_LOGPROBS = 5  # alternatives read for a Yes/No verdict
-JSON_VERDICT_TOKENS = 16
 
 
 class BudgetExhausted(ValueError):
@@ -143,9 +141,7 @@ class Run:
 
     def verdicts(self, judge_answer_pairs: list[tuple[str, str]]) -> list[Call]:
         """One verdict call per (judge, answer): a one-token Yes/No, or the paper's JSON score."""
-        as_json = self.spec.assessment == "json"
-        return [Call(judge, prompts.verdict(self.plan.messages, answer, as_json),
-                     JSON_VERDICT_TOKENS if as_json else 1, 0.0, top_logprobs=0 if as_json else VERDICT_TOP_LOGPROBS)
+        return [verdict_call(judge, self.plan.messages, answer, self.spec.assessment == "json")
                 for judge, answer in judge_answer_pairs]
 
     def verdict_scores(self, replies: list[Reply | None]) -> list[float | None]:

@@ -128,7 +128,8 @@ def parser() -> argparse.ArgumentParser:
     where = s.add_mutually_exclusive_group()
     where.add_argument("--out-checkpoint", type=Path, help="write the checkpoint here")
     where.add_argument("--publish", action="store_true", help=f"overwrite the shipped checkpoint ({DEFAULT_CHECKPOINT.name})")
-    s.add_argument("--outcomes", type=Path, nargs="*", default=[], help="quality-matrix CSVs (prompt + bool per model)")
+    s.add_argument("--outcomes", type=Path, nargs="*", default=[], help="quality-matrix CSVs (prompt + bool per model) or the "
+                   "quality monitor's judged JSONL (.cache/observe/judged/*)")
     s.add_argument("--epochs", type=int, default=FitConfig.epochs)
     s.add_argument("--limit", type=int, help="train on a random sample of this many role items")
     student = s.add_mutually_exclusive_group()

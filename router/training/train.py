@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from router.catalog import ROLES
-from router.training.data import DOMAIN_ROLE, load, read_outcome_csv
+from router.training.data import DOMAIN_ROLE, load, read_outcomes
 from router.encoder import MiniLMEncoder
 from router.catalog import default_cache_dir
 from router.scorer import (HeadEnsemble, QualityHead, Scorer, checkpoint_encoder, read_checkpoint, reference_path,
@@ -111,15 +111,17 @@ def role_targets(domains: list[str]) -> torch.Tensor:
 
 
 def outcome_matrix(prompts: list[str], files: list[Path]) -> tuple[list[str], list[str], torch.Tensor]:
-    """Merge outcome CSVs into extra training rows: (their prompts, model names, (rows, models) with NaN = unknown)."""
+    """Merge outcome files (CSV or judged JSONL) into extra training rows: (their prompts, model names, (rows, models)
+    with NaN = unknown)."""
     by_prompt: dict[str, dict[str, float]] = {}
     names: list[str] = []
     for path in files:
-        file_prompts, columns = read_outcome_csv(path)
+        file_prompts, columns = read_outcomes(path)
         for name, values in columns.items():
             names += [name] if name not in names else []
             for prompt, ok in zip(file_prompts, values):
-                by_prompt.setdefault(prompt, {})[name] = float(ok)
+                if ok is not None:
+                    by_prompt.setdefault(prompt, {})[name] = float(ok)
     rows = list(by_prompt)
     matrix = torch.full((len(rows), len(names)), math.nan)
     for i, prompt in enumerate(rows):

@@ -1,8 +1,13 @@
 """Dataset building from the installed pinned packages."""
 
+import json
+import math
 from collections import Counter
 
+import pytest
+
 from router.training import data
+from router.training.train import outcome_matrix
 
 
 def test_dataset_covers_every_domain_with_many_sources():
@@ -24,3 +29,17 @@ def test_multiple_choice_layouts_are_mixed():
 def test_checkable_items_carry_what_the_grader_needs():
     kinds = Counter(i["check"]["kind"] for i in data.load() if "check" in i)
     assert kinds["letter"] > 10000 and kinds["number"] > 1300 and kinds["humaneval"] == 164 and kinds["leetcode"] > 1000
+
+
+def test_the_quality_monitors_judged_lines_become_sparse_outcome_rows(tmp_path):
+    """Served traffic graded online retrains the router: each judged answer fills one cell, the rest stay unknown."""
+    lines = [{"prompt": "p1", "model": "a", "correct": True}, {"prompt": "p1", "model": "b", "correct": False},
+             {"prompt": "p2", "model": "b", "correct": True}]
+    judged = tmp_path / "judged-r1.jsonl.1"  # a rotated file reads the same
+    judged.write_text("".join(json.dumps({**line, "score": 0.7, "request_id": "x"}) + "\n" for line in lines))
+    prompts, names, matrix = outcome_matrix([], [judged])
+    assert prompts == ["p1", "p2"] and names == ["a", "b"]
+    assert matrix[0].tolist() == [1.0, 0.0] and math.isnan(matrix[1, 0]) and matrix[1, 1] == 1.0
+    judged.write_text(json.dumps({"prompt": "p", "model": "a", "correct": "yes"}) + "\n")
+    with pytest.raises(ValueError, match="boolean `correct`"):
+        outcome_matrix([], [judged])

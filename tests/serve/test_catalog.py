@@ -123,3 +123,23 @@ def test_a_bad_ensemble_section_is_rejected_naming_the_field(tmp_path: Path, cha
 
     with pytest.raises(CatalogError, match=where):
         load_catalog(_catalog_with(tmp_path, edit))
+
+
+@pytest.mark.parametrize("profile_name", ["gpu", "local", "tiny"])
+def test_every_serving_profile_grades_a_sample_with_a_judge_it_has(profile_name: str):
+    observability = load_catalog().profile(profile_name).observability
+    assert observability.judge in load_catalog().profile(profile_name).names and 0 < observability.judge_sample_rate <= 0.1
+
+
+@pytest.mark.parametrize("change, where", [
+    (lambda o: o.update(judge="gpt-9"), r"observability\.judge 'gpt-9' is not a specialist"),
+    (lambda o: o.update(judge_sample_rate=1.5), r"profiles\.gpu\.observability\.judge_sample_rate"),
+    (lambda o: o.update(kv_cache_use=0), r"profiles\.gpu\.observability\.kv_cache_use"),
+    (lambda o: o.update(alerts=True), r"profiles\.gpu\.observability\.alerts"),
+])
+def test_a_bad_observability_section_is_rejected_naming_the_field(tmp_path: Path, change, where):
+    def edit(raw):
+        change(raw["profiles"]["gpu"].setdefault("observability", {}))
+
+    with pytest.raises(CatalogError, match=where):
+        load_catalog(_catalog_with(tmp_path, edit))
