@@ -19,7 +19,11 @@ APT     := $(shell command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo su
 /usr/bin/prometheus /usr/bin/prometheus-alertmanager:
 	$(APT) install -y -q --no-install-recommends prometheus prometheus-alertmanager
 
-$(STAMP): pyproject.toml constraints/cpu.txt helm/install_helm.py router/checkpoints/scorer-v1.pt | /usr/bin/prometheus /usr/bin/prometheus-alertmanager
+# Redis from Debian: the quota counters the ingress replicas share (cluster/redis_server.py starts it)
+/usr/bin/redis-server:
+	$(APT) install -y -q --no-install-recommends redis-server
+
+$(STAMP): pyproject.toml constraints/cpu.txt helm/install_helm.py router/checkpoints/scorer-v1.pt | /usr/bin/prometheus /usr/bin/prometheus-alertmanager /usr/bin/redis-server
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	if [ -e $(SITE)/urllib3_future.pth ]; then $(BIN)/pip uninstall -q -y urllib3-future && rm -rf $(SITE)/urllib3 \

@@ -18,12 +18,15 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
+from cluster import redis_server
+from cluster.foreground import hold
 from cluster.observe import servers
 from router.catalog import Profile, default_cache_dir, load_profile
 
@@ -44,8 +47,9 @@ class ClusterError(RuntimeError):
 class LocalCluster:
     """A Ray head on this machine serving one profile on 127.0.0.1; a context manager that always cleans up."""
 
-    def __init__(self, profile: str = "local", *, port: int = 8000, ready_timeout_s: float = READY_TIMEOUT_S, cache_dir: Path | None = None,
-                 observe: bool = True, alert_webhook: str | None = None, scrape_interval_s: int = 5, observe_dir: Path | None = None):
+    def __init__(self, profile: str = "local", *, port: int = 8000, ready_timeout_s: float = READY_TIMEOUT_S,
+                 cache_dir: Path | None = None, observe: bool = True, alert_webhook: str | None = None, scrape_interval_s: int = 5,
+                 observe_dir: Path | None = None):
         self.profile_name = profile
         self.profile: Profile = load_profile(profile)
         self.port = port
@@ -57,6 +61,7 @@ class LocalCluster:
         # Prometheus's data and Alertmanager's notification log persist here across runs (history survives a restart)
         self.observe_dir = observe_dir or self.cache_dir / "observe" / "servers"
         self.observers: servers.Servers | None = None
+        self.redis: redis_server.RedisServer | None = None
         pin_ray_auth_mode()
 
     def __enter__(self) -> LocalCluster:
@@ -79,6 +84,10 @@ class LocalCluster:
         self._start_ray()
         if self.observe:
             self._start_observers()
+        if url := self.profile.security.redis_url:  # the quota counters every ingress replica shares
+            port = urllib.parse.urlsplit(url).port or redis_server.DEFAULT_PORT
+            self.redis = redis_server.start(port, self.cache_dir / "redis")
+            self.redis.wait_ready()
         config = self.cache_dir / f"serve-{self.profile_name}.yaml"
         _run([sys.executable, "-m", "serve.config", "--profile", self.profile_name, "--cache-dir", str(self.cache_dir),
               "--host", HOST, "--port", str(self.port), "-o", str(config)])
@@ -126,6 +135,9 @@ class LocalCluster:
             if self.observers is not None:
                 self.observers.stop()
                 self.observers = None
+            if self.redis is not None:
+                self.redis.stop()
+                self.redis = None
             if self._started_ray:
                 self._stop()
 
@@ -229,13 +241,16 @@ def _print_usage(cluster: LocalCluster) -> None:
     watch = (f"""
 Prometheus {cluster.observers.prometheus_url} (alerts: /alerts)  Alertmanager {cluster.observers.alertmanager_url}
 Ray dashboard http://{HOST}:{DASHBOARD_PORT}; dashboard PNGs: python -m cluster.observe render --out DIR""" if cluster.observers else "")
+    open_notice = "" if cluster.profile.security.auth else """
+WARNING: API keys are off (security.auth: false): anything that reaches this port is served, without quotas.
+  Keys and quotas: docs/security.md."""
     print(
         f"""
 Serving profile '{cluster.profile_name}' on {cluster.base_url}/v1  (models: auto, {', '.join(cluster.profile.names)})
   curl {cluster.base_url}/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Write a Python function that reverses a string."}}]}}' -i
   pin a specialist with "model": "{example}"; routing decision in the x-route-decision header, and the whole record
-  at {cluster.base_url}/v1/router/decisions/<the response's x-request-id>.{watch}
+  at {cluster.base_url}/v1/router/decisions/<the response's x-request-id>.{watch}{open_notice}
 Ctrl-C stops the cluster.""",
         flush=True,
     )
@@ -249,20 +264,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-observe", dest="observe", action="store_false", help="no Prometheus and Alertmanager beside Ray")
     parser.add_argument("--alert-webhook", help="URL Alertmanager posts alerts to (default: its UI and API only)")
     ns = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the cleanup in `with` on `kill` too
     try:
-        with LocalCluster(ns.profile, port=ns.port, ready_timeout_s=ns.ready_timeout, observe=ns.observe,
-                          alert_webhook=ns.alert_webhook) as cluster:
-            _print_usage(cluster)
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    except ClusterError as e:
-        sys.exit(f"error: {e}")
+        hold(LocalCluster(ns.profile, port=ns.port, ready_timeout_s=ns.ready_timeout, observe=ns.observe,
+                          alert_webhook=ns.alert_webhook), _print_usage, ClusterError)
     finally:
         print("stopped.", flush=True)
-
 
 if __name__ == "__main__":
     main()

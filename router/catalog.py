@@ -190,12 +190,29 @@ class RouterDefaults(_Strict):
     )
 
 
+class RequestLimits(_Strict):
+    """Caps on what one request may ask for; over one, a 400 `limit_exceeded` names the field and the limit."""
+
+    max_messages: int = Field(default=256, gt=0, description="messages in a chat request")
+    max_n: int = Field(default=4, gt=0, description="choices per request (`n`)")
+    max_stop: int = Field(default=16, gt=0, description="stop strings")
+    max_stop_chars: int = Field(default=256, gt=0, description="characters in one stop string")
+    max_logprobs: int = Field(default=20, ge=0, description="`top_logprobs` (chat) or `logprobs` (completions)")
+
+
 class Ingress(_Strict):
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=0, ge=0)
     max_ongoing_requests: int = Field(default=256, gt=0)
     request_timeout_s: float = Field(default=120, gt=0)
     max_body_bytes: int = Field(default=4 << 20, gt=0, description="a larger request body is refused with 413 unread")
+    limits: RequestLimits = RequestLimits()
+
+    @property
+    def drain_s(self) -> float:
+        """How long a replica being stopped (scale-down, redeploy) may finish its requests: the longest deadline and a
+        margin, so a scale-down never cuts a stream that is within its deadline."""
+        return self.request_timeout_s + 10
     metrics_url: str | None = Field(
         default=None,
         description="Prometheus text with Ray Serve's metrics, polled every second for the live load: the node's "
@@ -250,6 +267,8 @@ class Observability(_Strict):
     judge: str | None = Field(default=None, description="the specialist that grades sampled answers; unset = the monitor is off")
     judge_sample_rate: float = Field(default=0.0, ge=0, le=1, description="share of answered requests graded, chosen by "
                                      "request id (deterministic)")
+    judge_correct_at: float = Field(default=0.5, ge=0, le=1, description="P(Yes) at or above this counts as a correct "
+                                    "answer in the judged dataset; calibrate it per judge with cluster.bench.judge")
     judge_max_pending: int = Field(default=16, gt=0, description="gradings queued at most; more samples are skipped, not queued")
     error_ratio: float = Field(default=0.05, gt=0, le=1, description="alert: server errors over requests (5 min)")
     fallback_ratio: float = Field(default=0.1, gt=0, le=1, description="alert: fallbacks over requests (5 min)")
@@ -259,6 +278,33 @@ class Observability(_Strict):
     kv_cache_use: float = Field(default=0.9, gt=0, le=1, description="alert: KV-cache use of a model's fullest engine")
     judge_drop: float = Field(default=0.85, gt=0, le=1, description="alert: the last hour's judge score below this times "
                               "the last 7 days'")
+
+
+class Security(_Strict):
+    """API keys and per-key quotas (docs/security.md). Off by default, so `make run` serves open on loopback."""
+
+    auth: bool = Field(default=False, description="require a bearer API key on every route but /healthz")
+    key_store: str | None = Field(
+        default=None, description="the key store file `python -m cluster.keys` writes, relative to the cache dir (or "
+        "absolute); unset = <cache dir>/keys.json")
+    redis_url: str | None = Field(
+        default=None, description="the Redis holding the quota counters every ingress replica shares, e.g. "
+        "redis://127.0.0.1:6380/0; unset = keys without quotas")
+    rpm: int = Field(default=600, ge=0, description="requests per minute per key (moving window); 0 = unlimited")
+    tpm: int = Field(default=200_000, ge=0, description="prompt + completion tokens per minute per key, charged when a "
+                     "request ends; 0 = unlimited")
+    concurrent: int = Field(default=32, ge=0, description="requests in flight per key; 0 = unlimited")
+    slot_ttl_s: float = Field(default=600, gt=0, description="a concurrency slot not released within this (its replica "
+                              "died) frees itself")
+    redis_down: Literal["open", "closed"] = Field(
+        default="open", description="Redis unreachable: `open` serves without quotas (logged, counted), `closed` "
+        "answers 503 with Retry-After")
+
+    @model_validator(mode="after")
+    def _quotas_need_keys(self) -> Security:
+        if self.redis_url and not self.auth:
+            raise ValueError("security.redis_url sets per-key quotas: it needs security.auth: true")
+        return self
 
 
 class Profile(_Strict):
@@ -274,6 +320,7 @@ class Profile(_Strict):
     ingress: Ingress = Ingress()
     ensemble: Ensemble = Ensemble()
     observability: Observability = Observability()
+    security: Security = Security()
     specialists: list[Specialist] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ class AppArgs(BaseModel):
     catalog: str | None = None
     cache_dir: str | None = None
     checkpoint: str | None = None
-    observability: dict[str, Any] = {}  # overrides of the profile's `observability` (the overhead benchmark turns them off)
+    observability: dict[str, Any] | None = None  # overrides of the profile's `observability` (the overhead benchmark's)
     engines_of: str | None = None  # route to this running application's engines instead of starting our own
 
 
@@ -34,7 +34,8 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     profile = load_profile(args.profile, args.catalog or DEFAULT_CATALOG)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    profile.observability = Observability.model_validate({**profile.observability.model_dump(), **args.observability})
+    if args.observability:
+        profile.observability = Observability.model_validate({**profile.observability.model_dump(), **args.observability})
     if args.engines_of:
         specialists = {spec.name: DeploymentHandle(deployment_name(spec.name), args.engines_of) for spec in profile.specialists}
     else:
@@ -44,6 +45,7 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
         name="router",
         num_replicas=profile.ingress.num_replicas,
         max_ongoing_requests=profile.ingress.max_ongoing_requests,
+        graceful_shutdown_timeout_s=profile.ingress.drain_s,
         ray_actor_options={"num_cpus": profile.ingress.num_cpus},
     )
     return ingress.bind(profile.model_dump(mode="json"), specialists, args.checkpoint, str(cache / "observe"))

@@ -6,7 +6,8 @@ from starlette.responses import JSONResponse
 
 
 class APIError(Exception):
-    """An error with its HTTP status and OpenAI `type`/`code`; `retry_after` marks it as retryable."""
+    """An error with its HTTP status and OpenAI `type`/`code`; `retry_after` marks it as retryable; `headers` go out
+    with it (a 429's rate-limit headers)."""
 
     def __init__(
         self,
@@ -17,16 +18,17 @@ class APIError(Exception):
         code: str | None = None,
         param: str | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
-        self.retry_after = retry_after
+        self.retry_after, self.headers = retry_after, headers or {}
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
-        headers = dict(headers or {})
+        headers = {**self.headers, **(headers or {})}
         if self.retry_after is not None:
             headers["Retry-After"] = str(max(1, round(self.retry_after)))
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
@@ -65,3 +67,17 @@ def upstream_timeout(model: str, seconds: float) -> APIError:
     return APIError(
         504, f"The model {model!r} did not answer within {seconds:g} s.", type="server_error", code="upstream_timeout"
     )
+
+
+def unauthorized(detail: str) -> APIError:
+    return APIError(401, f"{detail} Send `Authorization: Bearer sr-...` with a key from your administrator.",
+                    code="invalid_api_key")
+
+
+def forbidden(detail: str) -> APIError:
+    return APIError(403, detail, type="permission_error", code="forbidden")
+
+
+def rate_limited(detail: str, retry_after_s: int, headers: dict[str, str]) -> APIError:
+    return APIError(429, f"Rate limit reached: {detail}. Retry in {retry_after_s} s.", type="rate_limit_error",
+                    code="rate_limit_exceeded", retry_after=retry_after_s, headers=headers)

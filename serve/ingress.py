@@ -23,18 +23,20 @@ from router.ensemble import modes as ensembles
 from router.ensemble import spec as ensemble_spec
 from router.ensemble.calls import Call, Reply
 from router.routing import Decision, Router, Weights
+from serve.auth import Gate
 from serve.cache import ResponseCache, cache_key
 from serve.cluster_metrics import ServeMetricsPoller
 from serve.dispatch import Upstream, call_specialist, is_context_overflow
 from serve.ensemble import add_usage, add_usage_to_sse, call_body, completion, completion_events, final_body, reply_of
-from serve.jsonl_log import JsonlLog
 from serve.errors import APIError, bad_request, internal_error, model_not_found, unavailable
+from serve.jsonl_log import JsonlLog
 from serve.load import LoadTracker
 from serve.metrics import RouterMetrics
-from serve.quality import QualityMonitor
 from serve.observe import REQUEST_ID_HEADER, Record, finish_json, observe_stream, prompt_digest, request_id
-from serve.requests import (ENSEMBLE_FIELD, ROUTER_FIELD, RouterHints, for_specialist, max_answer_tokens, read_body,
-                            router_hints, routing_text, validate)
+from serve.quality import QualityMonitor
+from serve.quotas import Admission
+from serve.requests import (ENSEMBLE_FIELD, ROUTER_FIELD, RouterHints, check_headers, check_limits, for_specialist,
+                            max_answer_tokens, read_body, router_hints, routing_text, validate)
 
 log = logging.getLogger("ray.serve")
 
@@ -134,6 +136,7 @@ class RouterIngress:
         metrics = self.profile.observability.metrics
         self.metrics = RouterMetrics(self.profile, version("specialist-router"), self.router.scorer_name) if metrics else None
         self.decisions, self.quality = self._observers(Path(observe_dir) if observe_dir else None)
+        self.gate = Gate.from_profile(self.profile)
         self._flushing: asyncio.Task | None = None
 
     def _observers(self, folder: Path | None) -> tuple[JsonlLog | None, QualityMonitor | None]:
@@ -164,16 +167,19 @@ class RouterIngress:
         return await self._observed(request, "completions")
 
     @api.get("/v1/router/decisions/{request_id}")
-    async def decision(self, request_id: str) -> Response:
+    async def decision(self, request_id: str, request: Request) -> Response:
         """One request's decision-log line, by the id its response carried in X-Request-Id."""
+        self.gate.identify(request.headers.get("authorization"), admin=True)
         entry = await asyncio.to_thread(self.decisions.find, request_id) if self.decisions else None
         if entry is None:
-            why = "is not in the decision log (it may have rotated out)" if self.decisions else "cannot be found: the decision log is off"
+            why = ("is not in the decision log (it may have rotated out)" if self.decisions
+                   else "cannot be found: the decision log is off")
             return APIError(404, f"Request {request_id!r} {why}.", code="decision_not_found").response()
         return JSONResponse(entry)
 
     @api.get("/v1/models")
-    async def models(self) -> dict:
+    async def models(self, request: Request) -> dict:
+        self.gate.identify(request.headers.get("authorization"))
         created = int(time.time())
         cards = [{"id": AUTO, "object": "model", "created": created, "owned_by": "router", "description": "routed by the scorer",
                   "scorer": self.router.scorer_status}]
@@ -218,18 +224,22 @@ class RouterIngress:
     async def _observed(self, request: Request, method: str) -> Response:
         """Serve one request and record it (metrics, decision log) once its last byte is sent, whatever the outcome."""
         record = Record(request_id(request.headers.get(REQUEST_ID_HEADER)), method)
+        admission: Admission | None = None
         try:
+            admission = await self.gate.admit(request.headers.get("authorization"))
+            record.tenant = admission.tenant if admission else None
             response = await self._serve(request, method, record)
         except APIError as e:
             response = e.response()
         except Exception as e:  # a bug of ours: answered as the handler above would, but still recorded
             log.exception("unhandled error in the router: %s", e)
             response = internal_error().response()
+        response.headers.update(admission.headers if admission else {})
         if isinstance(response, StreamingResponse):
-            response.body_iterator = observe_stream(response.body_iterator, record, self._finish)
+            response.body_iterator = observe_stream(response.body_iterator, record, lambda r: self._finish(r, admission))
         else:
             finish_json(record, response.status_code, response.body)
-            self._finish(record)
+            self._finish(record, admission)
         return response
 
     def _start_flushing(self) -> None:
@@ -248,8 +258,10 @@ class RouterIngress:
         if self.metrics is not None:
             self.metrics.judged(specialist, score)
 
-    def _finish(self, record: Record) -> None:
-        """Metrics, and the request's line in the decision log (or, with that log off, its trace in the replica log)."""
+    def _finish(self, record: Record, admission: Admission | None = None) -> None:
+        """Metrics, the request's line in the decision log (or, with that log off, its trace in the replica log), and
+        its quotas settled (tokens charged, concurrency slot freed)."""
+        self.gate.settle(admission, record.usage)
         if self.metrics is not None:
             self.metrics.record(record)
             self.metrics.set_inflight(self.load.in_flight())
@@ -263,8 +275,10 @@ class RouterIngress:
     async def _serve(self, request: Request, method: str, record: Record) -> Response:
         self._poll_serve_metrics()
         self._start_flushing()
+        check_headers(request.headers)
         body = await read_body(request, self.profile.ingress.max_body_bytes)
         parsed = validate(method, body)
+        check_limits(method, parsed, self.profile.ingress.limits)
         record.model, record.stream, record.prompt_hash = body["model"], bool(body.get("stream")), prompt_digest(body)
         record.prompt = body.get("messages", body.get("prompt")) if self.profile.observability.log_prompts else None
         if self.quality is not None and self.quality.wants(record.request_id):

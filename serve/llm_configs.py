@@ -45,6 +45,7 @@ def deployment_config(spec: Specialist, profile: Profile) -> dict[str, Any]:
         "autoscaling_config": autoscaling,
         "max_ongoing_requests": spec.deployment.max_ongoing_requests,
         "max_queued_requests": spec.deployment.max_queued_requests,
+        "graceful_shutdown_timeout_s": profile.ingress.drain_s,
     }
     router = spec.deployment.request_router
     if router.kind == "prefix_affinity":

@@ -1,8 +1,8 @@
 """The router's Prometheus metrics, all in one class (ray.serve.metrics: a prometheus_client registry inside a replica
 is not scraped). Ray prefixes every name with `ray_` and adds deployment/replica/application tags.
 
-Counters and gauges are summed in a dict per request and handed to Ray once a second (`flush`, by the ingress): a Ray metric call
-costs ~8 us, and the router-overhead benchmark counts every one (docs/benchmarks/metrics_overhead.md). Gauges are
+Counters and gauges are summed in a dict per request and handed to Ray once a second (`flush`, by the ingress): each
+Ray metric call has a cost, and the request path pays for every one (docs/benchmarks/metrics_overhead.md). Gauges are
 re-set on every flush because Ray exports a gauge only while it is being set. Histograms go to Ray at once (Ray has
 no call that adds many observations).
 
@@ -46,7 +46,8 @@ class RouterMetrics:
         self.ttft_s = metrics.Histogram("router_ttft_seconds", "time to the first token of a stream", TTFT_S, ("specialist",))
         self.itl_s = metrics.Histogram("router_itl_seconds", "a stream's mean time between tokens", ITL_S, ("specialist",))
         self.prompt_tokens = metrics.Counter("router_prompt_tokens_total", "prompt tokens, every call", ("specialist",))
-        self.generation_tokens = metrics.Counter("router_generation_tokens_total", "generated tokens, every call", ("specialist",))
+        self.generation_tokens = metrics.Counter("router_generation_tokens_total", "generated tokens, every call",
+                                                 ("specialist",))
         self.inflight = metrics.Gauge("router_inflight", "requests this ingress replica has at the specialist", ("specialist",))
         self.expected_s = metrics.Gauge("router_expected_latency_seconds", "the latency the router expected at its last decision",
                                         ("specialist",))
@@ -55,10 +56,9 @@ class RouterMetrics:
         self.cache = metrics.Counter("router_cache_lookups_total", "response-cache lookups", ("result",))
         self.judge = metrics.Histogram("router_judge_score", "the online judge's P(correct) of a sampled answer", UNIT,
                                        ("specialist",))
-        build = metrics.Gauge("router_build_info", "1, labelled with what is serving", ("version", "checkpoint", "profile"))
+        build = metrics.Gauge("router_build_info", "1, labelled with what is serving", ("version", "checkpoint"))
         self._counts: Counter[tuple[metrics.Counter, tuple[tuple[str, str], ...]]] = Counter()
-        self._gauges = {(build, (("version", version), ("checkpoint", checkpoint),
-                                 ("profile", profile.description[:60] or "unnamed"))): 1.0}
+        self._gauges = {(build, (("version", version), ("checkpoint", checkpoint))): 1.0}
 
     def flush(self) -> None:
         counts, self._counts = self._counts, Counter()

@@ -63,6 +63,7 @@ class Record:
     stream: bool = False
     prompt_hash: str = ""
     prompt: Any = None  # only when the profile opts in to logging prompts
+    tenant: str | None = None  # the API key's tenant, when keys are on
     started: float = field(default_factory=time.monotonic)
     at: float = field(default_factory=time.time)
     trace: dict[str, Any] = field(default_factory=dict)
@@ -172,7 +173,8 @@ class Record:
 
     def log_entry(self) -> dict[str, Any]:
         """The decision-log line: what a person needs to explain one request later, without the prompt text."""
-        entry = {"request_id": self.request_id, "time": round(self.at, 3), "method": self.method, "model": self.model,
+        entry = {"request_id": self.request_id, "time": round(self.at, 3), "tenant": self.tenant, "method": self.method,
+                 "model": self.model,
                  "stream": self.stream, "prompt_sha256_16": self.prompt_hash, "status": self.status,
                  "outcome": self.outcome, "error_code": self.error_code, "answered_by": self.answered_by,
                  "reason": self.reason, "seconds": round(self.seconds, 4),

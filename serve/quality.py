@@ -3,8 +3,8 @@
 A request is sampled when the hash of its id falls under `judge_sample_rate` (so a replayed id is sampled again, and
 every replica agrees). The grade is the judge's one-token Yes/No verdict read as P(Yes) (router/ensemble/judging.py,
 the same judgement the ensembles use). Each grade becomes a `router_judge_score` observation and a line in the judged
-dataset (prompt, specialist, score, correct), which `python -m router train --outcomes <files>` takes to retrain the
-router from served traffic. Enabling the judge therefore keeps the sampled prompts' text in that dataset.
+dataset (prompt, specialist, score, and correct = score >= `judge_correct_at`), which
+`python -m router train --outcomes <files>` takes to retrain the router from served traffic. Enabling the judge therefore keeps the sampled prompts' text in that dataset.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from router.catalog import Observability
 from router.ensemble.calls import Call, Reply
@@ -22,7 +21,6 @@ from router.ensemble.judging import verdict_call, yes_probability
 from serve.jsonl_log import JsonlLog
 
 log = logging.getLogger("ray.serve")
-CORRECT_AT = 0.5  # P(Yes) at or above this counts as a correct answer in the judged dataset
 
 
 def sampled(request_id: str, rate: float) -> bool:
@@ -37,6 +35,7 @@ class QualityMonitor:
                  on_score: Callable[[str, float], None], dataset: JsonlLog | None) -> None:
         assert config.judge is not None
         self.judge, self.rate, self.max_pending = config.judge, config.judge_sample_rate, config.judge_max_pending
+        self.correct_at = config.judge_correct_at
         self.call, self.on_score, self.dataset = call, on_score, dataset
         self.pending: set[asyncio.Task] = set()
         self.skipped = 0
@@ -61,10 +60,5 @@ class QualityMonitor:
         score = yes_probability(reply.first_token_top)
         self.on_score(specialist, score)
         if self.dataset is not None:
-            self.dataset.write(judged_row(request_id, specialist, prompt, score, self.judge))
-
-
-def judged_row(request_id: str, specialist: str, prompt: str, score: float, judge: str) -> dict[str, Any]:
-    """One line of the judged dataset; `prompt` is the routing text (what the scorer reads), as training takes it."""
-    return {"request_id": request_id, "time": round(time.time(), 3), "prompt": prompt, "model": specialist,
-            "score": round(score, 4), "correct": score >= CORRECT_AT, "judge": judge}
+            self.dataset.write({"request_id": request_id, "time": round(time.time(), 3), "prompt": prompt, "model": specialist,
+                                "score": round(score, 4), "correct": score >= self.correct_at, "judge": self.judge})

@@ -11,13 +11,16 @@ from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionReq
 from vllm.exceptions import VLLMClientError
 from starlette.requests import Request
 
-from router.catalog import Specialist
+from router.catalog import RequestLimits, Specialist
 from serve.errors import bad_request, too_large
 
 REQUEST_MODELS = {"chat": ChatCompletionRequest, "completions": CompletionRequest}
 ROUTER_FIELD = "router"
 ENSEMBLE_FIELD, CACHE_FIELD = "ensemble", "cache"  # inside `router`, beside the `auto` weights
 MAX_DEPTH = 32  # JSON nesting; OpenAI bodies need about 6 (tools' JSON schemas a few more)
+# Headers Ray Serve's proxy acts on (its own timeout, carrying on after a disconnect, model multiplexing): a client
+# must not steer the platform with them. Compared with `_` as `-`, as Ray does.
+PLATFORM_HEADERS = ("x-request-timeout-seconds", "x-request-disconnect-disabled", "serve-multiplexed-model-id")
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,29 @@ def validate(method: str, body: dict[str, Any]) -> Any:
     if method == "chat":
         _check_content_parts(payload["messages"])
     return request
+
+
+def check_headers(headers: Any) -> None:
+    """Refuse the headers only the serving platform may set (a deadline is `X-Request-Timeout`)."""
+    for key in headers.keys():
+        if key.lower().replace("_", "-") in PLATFORM_HEADERS:
+            raise bad_request(f"The header {key!r} is reserved for the serving platform; send a deadline as "
+                              "X-Request-Timeout (seconds).", code="reserved_header")
+
+
+def check_limits(method: str, request: Any, limits: RequestLimits) -> None:
+    """The profile's caps on what one request may ask for, each a 400 that names the field and its limit."""
+    stop = request.stop if isinstance(request.stop, list) else [request.stop] if request.stop else []
+    logprobs = request.top_logprobs if method == "chat" else request.logprobs
+    for field, value, limit in (("messages", len(getattr(request, "messages", None) or []), limits.max_messages),
+                                ("n", request.n or 1, limits.max_n), ("stop", len(stop), limits.max_stop),
+                                ("top_logprobs" if method == "chat" else "logprobs", logprobs or 0, limits.max_logprobs)):
+        if value > limit:
+            raise bad_request(f"{field}: {value} is over this deployment's limit of {limit}.", param=field,
+                              code="limit_exceeded")
+    if (longest := max((len(s) for s in stop), default=0)) > limits.max_stop_chars:
+        raise bad_request(f"stop: a stop string of {longest} characters is over the limit of {limits.max_stop_chars}.",
+                          param="stop", code="limit_exceeded")
 
 
 def _check_content_parts(messages: list[dict[str, Any]]) -> None:

@@ -68,7 +68,8 @@ def wait_healthy(url: str, timeout_s: float = 300) -> None:
 
 def router_process(app: str) -> psutil.Process:
     """The application's router replica (one per variant), by the process title Ray gives it."""
-    found = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and p.info["cmdline"][0].endswith(f"ServeReplica:{app}:router")]
+    title = f"ServeReplica:{app}:router"
+    found = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and p.info["cmdline"][0].endswith(title)]
     if len(found) != 1:
         raise RuntimeError(f"expected one router replica of {app!r}, found {len(found)}")
     return found[0]

@@ -7,7 +7,8 @@ own benchmark client (`vllm.benchmarks.lib.endpoint_request_func`, what `vllm be
 mean what they mean in vLLM's benchmarks. Meanwhile Serve's REST API (replicas and the autoscaler's target per
 deployment) and its Prometheus metrics (requests per deployment) are sampled every second. Writes
 `report.json` (config, summary, windows), `details.json` (every request and sample) and `report.png`
-(cluster/loadtest/report.py) into --out.
+(cluster/loadtest/report.py) into --out; with `--prometheus-url` (as `make run` starts it), also the router dashboard's
+panels over the run as `dashboard*.png` (cluster/observe/render.py).
 
 `--policy router` (default) lets the router choose (`--model auto`, knobs in `--router`; `{"latency": 0,
 "cost": 0}` makes it quality-only). `--policy pow2` / `random` are the quality-blind baselines, run here in
@@ -41,6 +42,7 @@ from vllm.benchmarks.lib.endpoint_request_func import (
 from cluster.loadtest.prompts import mixed_prompts
 from cluster.loadtest.report import summarise, write_plot
 from cluster.loadtest.shapes import SHAPES, LoadShape, arrival_times
+from cluster.observe.render import render
 from cluster.serve_status import APPLICATIONS_PATH, replicas_by_deployment
 from cluster.loadtest.scored_prompts import predicted_quality
 from router.catalog import default_cache_dir, load_profile
@@ -172,6 +174,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--base-url", default=f"http://{HOST}:8000")
     parser.add_argument("--dashboard-url", default=f"http://{HOST}:8265")
     parser.add_argument("--metrics-url", default=f"http://{HOST}:8080/metrics", help="Prometheus text; '' to skip")
+    parser.add_argument("--prometheus-url", default="", help="a Prometheus scraping the cluster (e.g. http://127.0.0.1:9090): "
+                        "the dashboard's panels over the run go into --out as PNGs")
     parser.add_argument("--shape", choices=SHAPES, default="step")
     parser.add_argument("--base", type=float, default=0.5, help="requests/s outside the peak")
     parser.add_argument("--peak", type=float, default=2.0, help="requests/s at the peak")
@@ -209,10 +213,13 @@ def write_report(report: dict, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    started = time.time()
     report = asyncio.run(run(args))
     write_report(report, args.out)
+    if args.prometheus_url:  # a minute before the start, so the panels' 1-minute rates are filled when the load begins
+        render(args.prometheus_url, args.out, started - 60, time.time())
     json.dump(report["summary"], sys.stdout, indent=2)
-    print(f"\nwrote report.json, details.json and report.png to {args.out}")
+    print(f"\nwrote report.json, details.json, report.png{' and dashboard*.png' if args.prometheus_url else ''} to {args.out}")
 
 
 if __name__ == "__main__":

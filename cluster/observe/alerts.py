@@ -61,9 +61,11 @@ def alerts(profile: Profile) -> list[Alert]:
         Alert("SpecialistTakesAllTraffic", f"({decisions}) / scalar(clamp_min({all_decisions}, 1e-9)) > {obs.dominant_share} "
               f"and on() ({all_decisions} > {obs.min_rate_for_mix})", 900, "ticket",
               "{{ $labels.specialist }} is chosen for {{ $value | humanizePercentage }} of requests: the scorer may be stuck"),
-        Alert("EngineQueueWaiting", f"sum by (model_name) (max_over_time(ray_vllm_num_requests_waiting[1m])) > {obs.waiting_requests}", 300, "ticket",
+        Alert("EngineQueueWaiting",
+              f"sum by (model_name) (max_over_time(ray_vllm_num_requests_waiting[1m])) > {obs.waiting_requests}", 300, "ticket",
               "{{ $value }} requests wait for a batch slot on {{ $labels.model_name }}: scale it out"),
-        Alert("EngineKVCacheFull", f"max by (model_name) (max_over_time(ray_vllm_kv_cache_usage_perc[1m])) > {obs.kv_cache_use}", 300, "ticket",
+        Alert("EngineKVCacheFull",
+              f"max by (model_name) (max_over_time(ray_vllm_kv_cache_usage_perc[1m])) > {obs.kv_cache_use}", 300, "ticket",
               "{{ $labels.model_name }}'s KV cache is {{ $value | humanizePercentage }} full: preemptions follow"),
         Alert("JudgeScoreDrop", "(sum by (specialist) (rate(ray_router_judge_score_sum[1h])) / sum by (specialist) "
               "(rate(ray_router_judge_score_count[1h]))) < " f"{obs.judge_drop} * (sum by (specialist) "
@@ -80,7 +82,7 @@ def alerts(profile: Profile) -> list[Alert]:
                            f"{spec.name}'s TTFT p95 is {{{{ $value | humanizeDuration }}}}, over its {spec.ttft_objective_s:g} s "
                            "objective", labels))
         answered = f'sum(increase(ray_router_requests_total{{specialist="{spec.name}", outcome="ok"}}[30m])) > 0'
-        rules.append(Alert("HealthySpecialistIdle", f'(sum(ray_serve_deployment_replica_healthy{{deployment="{deployment_name(spec.name)}"}}) '
-                           f"> 0) unless on() ({answered}) and {traffic}", 1800, "ticket",
+        healthy = f'sum(ray_serve_deployment_replica_healthy{{deployment="{deployment_name(spec.name)}"}})'
+        rules.append(Alert("HealthySpecialistIdle", f"({healthy} > 0) unless on() ({answered}) and {traffic}", 1800, "ticket",
                            f"{spec.name} is healthy but answered nothing for 30 minutes under traffic", labels))
     return rules

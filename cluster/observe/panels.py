@@ -77,7 +77,8 @@ ROWS: tuple[Row, ...] = (
         Panel("Server-error ratio", (Query(f"sum(rate(ray_router_requests_total{{{SERVER_ERRORS}}}[{RATE_WINDOW}])) / "
                                            f"clamp_min(sum(rate(ray_router_requests_total[{RATE_WINDOW}])), 1e-9)", "errors"),),
               "percentunit", description="503/504 and internal errors over all requests; clients' 4xx are not errors here"),
-        Panel("Requests by outcome", (Query(_rate("ray_router_requests_total", "outcome"), "{{outcome}}"),), "reqps", stacked=True),
+        Panel("Requests by outcome", (Query(_rate("ray_router_requests_total", "outcome"), "{{outcome}}"),), "reqps",
+              stacked=True),
         Panel("In flight, as the router saw it", (Query(_gauge("ray_router_inflight", "sum", "specialist"), "{{specialist}}"),)),
     )),
     Row("Latency", (

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +28,7 @@ from pathlib import Path
 import psutil
 import yaml
 
+from cluster.foreground import hold
 from cluster.observe.rules import write_rules
 from router.catalog import Profile, default_cache_dir, load_profile
 
@@ -243,19 +242,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ray-sd-file", type=Path, default=RAY_SD_FILE)
     parser.add_argument("--webhook-url", help="where Alertmanager posts notifications (default: its UI and API only)")
     ns = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop them on `kill` too
-    try:
-        with start(load_profile(ns.profile), ns.state_dir, ns.ray_sd_file, webhook_url=ns.webhook_url) as servers:
-            servers.wait_ready()
-            print(f"Prometheus {servers.prometheus_url}  Alertmanager {servers.alertmanager_url}  (state in {ns.state_dir}); "
-                  "Ctrl-C stops them", flush=True)
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    except ServersError as e:
-        sys.exit(f"error: {e}")
+    hold(start(load_profile(ns.profile), ns.state_dir, ns.ray_sd_file, webhook_url=ns.webhook_url), _announce, ServersError)
 
+
+def _announce(servers: Servers) -> None:
+    servers.wait_ready()
+    print(f"Prometheus {servers.prometheus_url}  Alertmanager {servers.alertmanager_url}  (state in {servers.state_dir}); "
+          "Ctrl-C stops them", flush=True)
 
 if __name__ == "__main__":
     main()

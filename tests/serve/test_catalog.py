@@ -91,7 +91,7 @@ def test_schema_errors_point_at_the_field(tmp_path: Path):
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(CatalogError, match=r"unknown profile 'nope'.*'gpu', 'local', 'routing-bench', 'tiny'"):
+    with pytest.raises(CatalogError, match=r"unknown profile 'nope'.*'gpu', 'local', 'routing-bench', 'tiny', 'tiny-secure'"):
         load_catalog().profile("nope")
 
 
