@@ -17,11 +17,13 @@ APT     := $(shell command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo su
 # Prometheus and Alertmanager from Debian, beside the local Ray cluster (cluster/observe/servers.py starts them);
 # --no-install-recommends: no node-exporter.
 /usr/bin/prometheus /usr/bin/prometheus-alertmanager:
-	$(APT) install -y -q --no-install-recommends prometheus prometheus-alertmanager
+	$(APT) install -y -q --no-install-recommends prometheus prometheus-alertmanager \
+	  || ($(APT) update -q && $(APT) install -y -q --no-install-recommends prometheus prometheus-alertmanager)
 
 # Redis from Debian: the quota counters the ingress replicas share (cluster/redis_server.py starts it)
 /usr/bin/redis-server:
-	$(APT) install -y -q --no-install-recommends redis-server
+	$(APT) install -y -q --no-install-recommends redis-server \
+	  || ($(APT) update -q && $(APT) install -y -q --no-install-recommends redis-server)
 
 $(STAMP): pyproject.toml constraints/cpu.txt helm/install_helm.py router/checkpoints/scorer-v1.pt | /usr/bin/prometheus /usr/bin/prometheus-alertmanager /usr/bin/redis-server
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
