@@ -49,7 +49,7 @@ class LocalCluster:
 
     def __init__(self, profile: str = "local", *, port: int = 8000, ready_timeout_s: float = READY_TIMEOUT_S,
                  cache_dir: Path | None = None, observe: bool = True, alert_webhook: str | None = None, scrape_interval_s: int = 5,
-                 observe_dir: Path | None = None):
+                 observe_dir: Path | None = None, observability: dict | None = None):
         self.profile_name = profile
         self.profile: Profile = load_profile(profile)
         self.port = port
@@ -60,6 +60,7 @@ class LocalCluster:
         self.observe, self.alert_webhook, self.scrape_interval_s = observe, alert_webhook, scrape_interval_s
         # Prometheus's data and Alertmanager's notification log persist here across runs (history survives a restart)
         self.observe_dir = observe_dir or self.cache_dir / "observe" / "servers"
+        self.observability = observability  # overrides of the profile's `observability` section, for this run
         self.observers: servers.Servers | None = None
         self.redis: redis_server.RedisServer | None = None
         pin_ray_auth_mode()
@@ -89,8 +90,9 @@ class LocalCluster:
             self.redis = redis_server.start(port, self.cache_dir / "redis")
             self.redis.wait_ready()
         config = self.cache_dir / f"serve-{self.profile_name}.yaml"
+        overrides = ["--observability", json.dumps(self.observability)] if self.observability else []
         _run([sys.executable, "-m", "serve.config", "--profile", self.profile_name, "--cache-dir", str(self.cache_dir),
-              "--host", HOST, "--port", str(self.port), "-o", str(config)])
+              "--host", HOST, "--port", str(self.port), *overrides, "-o", str(config)])
         _run([_bin("serve"), "deploy", str(config), "--address", f"http://{HOST}:{DASHBOARD_PORT}"])
         self.wait_ready()
 

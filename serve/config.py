@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", help="prepared-weights folder as seen by the cluster")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--observability", help='JSON overriding the profile\'s `observability`, e.g. \'{"judge_sample_rate": 0.1}\'')
     parser.add_argument("--working-dir", help="runtime_env working_dir, e.g. local:///abs/path or a zip URL")
     parser.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     ns = parser.parse_args(argv)
-    fields = {"profile": ns.profile, "catalog": ns.catalog, "cache_dir": ns.cache_dir}
+    fields = {"profile": ns.profile, "catalog": ns.catalog, "cache_dir": ns.cache_dir,
+              "observability": json.loads(ns.observability) if ns.observability else None}
     args = AppArgs.model_validate({k: v for k, v in fields.items() if v is not None})
     text = yaml.safe_dump(serve_config(args, host=ns.host, port=ns.port, working_dir=ns.working_dir), sort_keys=False)
     if ns.output:

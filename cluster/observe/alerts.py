@@ -82,7 +82,8 @@ def alerts(profile: Profile) -> list[Alert]:
                            f"{spec.name}'s TTFT p95 is {{{{ $value | humanizeDuration }}}}, over its {spec.ttft_objective_s:g} s "
                            "objective", labels))
         answered = f'sum(increase(ray_router_requests_total{{specialist="{spec.name}", outcome="ok"}}[30m])) > 0'
-        healthy = f'sum(ray_serve_deployment_replica_healthy{{deployment="{deployment_name(spec.name)}"}})'
+        deployment = deployment_name(spec.name)
+        healthy = f'sum(max_over_time(ray_serve_deployment_replica_healthy{{deployment="{deployment}"}}[1m]))'
         rules.append(Alert("HealthySpecialistIdle", f"({healthy} > 0) unless on() ({answered}) and {traffic}", 1800, "ticket",
                            f"{spec.name} is healthy but answered nothing for 30 minutes under traffic", labels))
     return rules

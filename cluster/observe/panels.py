@@ -61,7 +61,8 @@ def _mean(metric: str, by: str = "specialist") -> str:
 
 def _gauge(metric: str, how: str, by: str) -> str:
     """A gauge's peak over the window: Ray exports a gauge only while it is being set (vLLM sets its own on each engine
-    step), so an idle moment leaves no sample, and the last one would go stale."""
+    step, Serve's controller re-sets an unchanged one every 10 s), so between sets there is no sample, and an instant
+    query of the gauge itself would mostly find it stale."""
     return f"{how} by ({by}) (max_over_time({metric}[{RATE_WINDOW}]))"
 
 
@@ -118,9 +119,9 @@ ROWS: tuple[Row, ...] = (
         Panel("vLLM requests waiting", (Query(_gauge("ray_vllm_num_requests_waiting", "sum", "model_name"), "{{model_name}}"),)),
         Panel("vLLM KV-cache use", (Query(_gauge("ray_vllm_kv_cache_usage_perc", "max", "model_name"), "{{model_name}}"),),
               "percentunit"),
-        Panel("Healthy replicas by deployment", (Query("sum by (deployment) (ray_serve_deployment_replica_healthy)",
+        Panel("Healthy replicas by deployment", (Query(_gauge("ray_serve_deployment_replica_healthy", "sum", "deployment"),
                                                        "{{deployment}}"),)),
-        Panel("Autoscaling target replicas", (Query("max by (deployment) (ray_serve_autoscaling_target_replicas)",
+        Panel("Autoscaling target replicas", (Query(_gauge("ray_serve_autoscaling_target_replicas", "max", "deployment"),
                                                     "{{deployment}}"),)),
     )),
 )

@@ -25,15 +25,15 @@ pytestmark = pytest.mark.cluster
 HI = [{"role": "user", "content": "Say hello."}]
 CLEAR = [{"role": "user", "content": "What is 6 * 7?"}]  # routemoa keeps tiny-coder alone and stops early
 SCRAPE_S = 1
-PROFILE = load_profile("tiny")
+JUDGE_RATE = 0.1  # the quality monitor, off in the tiny profile, grades this share of requests here
 
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory) -> Iterator[tuple[LocalCluster, WebhookReceiver]]:
     """A fresh Prometheus and Alertmanager state: a run before this one must not have fired (and notified) already."""
     with WebhookReceiver() as webhook, LocalCluster("tiny", ready_timeout_s=600, alert_webhook=webhook.url,
-                                                    scrape_interval_s=SCRAPE_S,
-                                                    observe_dir=tmp_path_factory.mktemp("observe")) as cluster:
+                                                    scrape_interval_s=SCRAPE_S, observe_dir=tmp_path_factory.mktemp("observe"),
+                                                    observability={"judge_sample_rate": JUDGE_RATE}) as cluster:
         yield cluster, webhook
 
 
@@ -61,7 +61,7 @@ def scraped(observed, expr: str, timeout_s: float = 60) -> list[dict]:
 
 def sampled_id(prefix: str) -> str:
     """A request id the quality monitor samples at the tiny profile's rate (the sample is a hash of the id)."""
-    return next(f"{prefix}-{i}" for i in range(10_000) if sampled(f"{prefix}-{i}", PROFILE.observability.judge_sample_rate))
+    return next(f"{prefix}-{i}" for i in range(10_000) if sampled(f"{prefix}-{i}", JUDGE_RATE))
 
 
 def chat(http: httpx.Client, request_id: str | None = None, **body) -> httpx.Response:
@@ -135,11 +135,11 @@ def test_every_dashboard_panel_query_returns_data(observed, http: httpx.Client):
 
 
 def test_every_alert_expression_evaluates_and_every_rule_is_healthy(observed):
-    for alert in alerts(PROFILE):
+    for alert in alerts(load_profile("tiny")):
         prometheus(observed, alert.expr)  # fails on a query error
     rules = httpx.get(f"{observed[0].observers.prometheus_url}/api/v1/rules", timeout=30).json()["data"]["groups"]
     loaded = [r for group in rules for r in group["rules"]]
-    assert len(loaded) == len(alerts(PROFILE)) and {r["health"] for r in loaded} == {"ok"}, loaded
+    assert len(loaded) == len(alerts(load_profile("tiny"))) and {r["health"] for r in loaded} == {"ok"}, loaded
 
 
 def test_a_load_tests_report_carries_the_dashboard_drawn_from_the_live_prometheus(observed, tmp_path):
