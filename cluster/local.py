@@ -93,7 +93,7 @@ class LocalCluster:
         overrides = ["--observability", json.dumps(self.observability)] if self.observability else []
         _run([sys.executable, "-m", "serve.config", "--profile", self.profile_name, "--cache-dir", str(self.cache_dir),
               "--host", HOST, "--port", str(self.port), *overrides, "-o", str(config)])
-        _run([_bin("serve"), "deploy", str(config), "--address", f"http://{HOST}:{DASHBOARD_PORT}"])
+        _run([cli("serve"), "deploy", str(config), "--address", f"http://{HOST}:{DASHBOARD_PORT}"])
         self.wait_ready()
 
     def _start_ray(self) -> None:
@@ -102,7 +102,7 @@ class LocalCluster:
         cpus = max(os.cpu_count() or 1, self.profile.max_engine_replicas + 1)
         os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")  # Serve's load metrics fresh within ~1 s
         _run(
-            [_bin("ray"), "start", "--head", f"--num-cpus={cpus}", "--include-dashboard=true", f"--dashboard-host={HOST}",
+            [cli("ray"), "start", "--head", f"--num-cpus={cpus}", "--include-dashboard=true", f"--dashboard-host={HOST}",
              f"--dashboard-port={DASHBOARD_PORT}", f"--metrics-export-port={METRICS_PORT}", f"--node-ip-address={HOST}", "--disable-usage-stats"]
         )
         self._started_ray = True
@@ -147,11 +147,11 @@ class LocalCluster:
         workers = _ray_descendants()
         try:  # graceful first, bounded: engines that are stuck must not keep the machine busy
             subprocess.run(
-                [_bin("serve"), "shutdown", "-y", "--address", f"http://{HOST}:{DASHBOARD_PORT}"], capture_output=True, timeout=SHUTDOWN_GRACE_S
+                [cli("serve"), "shutdown", "-y", "--address", f"http://{HOST}:{DASHBOARD_PORT}"], capture_output=True, timeout=SHUTDOWN_GRACE_S
             )
         except subprocess.TimeoutExpired:
             print(f"serve shutdown took over {SHUTDOWN_GRACE_S} s; forcing", flush=True)
-        subprocess.run([_bin("ray"), "stop", "--force"], capture_output=True, timeout=120)
+        subprocess.run([cli("ray"), "stop", "--force"], capture_output=True, timeout=120)
         _kill_survivors(workers)
         self._started_ray = False
 
@@ -227,7 +227,7 @@ def _ray_running() -> bool:
         return probe.connect_ex((HOST, GCS_PORT)) == 0
 
 
-def _bin(name: str) -> str:
+def cli(name: str) -> str:
     """The `ray`/`serve` CLI of this interpreter's environment, whatever PATH says."""
     return str(Path(sys.executable).parent / name)
 

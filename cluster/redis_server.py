@@ -1,33 +1,33 @@
 """A local Redis (Debian's `redis-server`) for the quota counters: 127.0.0.1 only, nothing persisted, bounded memory.
 
-It is our child in its own session; its pid is written to <state_dir>/redis.pid and `stop` signals that pid (SIGTERM,
-then SIGKILL), so a Ctrl-C at the terminal reaches only us. The port must not be Ray's GCS port (6379): the default
-here is 6380. `python -m cluster.redis_server --port 6380` runs one until Ctrl-C.
+It is our child in its own session (cluster/daemon.py); its pid is written to <state_dir>/redis.pid and `stop` signals
+that pid (SIGTERM, then SIGKILL), so a Ctrl-C at the terminal reaches only us; a later `start` on that state dir first
+stops what a crashed run left there. The port must not be Ray's GCS port (6379): the default here is 6380.
+`python -m cluster.redis_server --port 6380` runs one until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import psutil
-
+from cluster import daemon
+from cluster.daemon import HOST, DaemonError
 from cluster.foreground import hold
 from router.catalog import default_cache_dir
 
-HOST = "127.0.0.1"
+NAME = "redis"  # of its log and pid file in the state dir
 DEFAULT_PORT = 6380
 INSTALL_HINT = "apt-get install redis-server"
 STOP_GRACE_S = 5.0
 
 
-class RedisServerError(RuntimeError):
+class RedisServerError(DaemonError):
     """redis-server is missing, could not start, or did not answer; the message says why and where its log is."""
 
 
@@ -55,25 +55,11 @@ class RedisServer:
 
     def wait_ready(self, timeout_s: float = 10) -> None:
         """Until it answers PING; fail at once, with its log's end, if it exits (a taken port)."""
-        deadline = time.monotonic() + timeout_s
-        while not _answers_ping(self.port):
-            if (code := self.process.poll()) is not None:
-                raise RedisServerError(f"redis-server exited with {code}:\n{_log_tail(self.state_dir)}")
-            if time.monotonic() > deadline:
-                raise RedisServerError(f"redis-server not ready after {timeout_s:.0f} s; log in {self.state_dir}")
-            time.sleep(0.05)
+        daemon.wait_ready(self.state_dir, {NAME: (self.process, partial(_answers_ping, self.port))}, timeout_s, RedisServerError)
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM by pid, SIGKILL after `grace_s`; reaped, and its pid file removed."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process = psutil.Process(self.pid)
-            process.terminate()
-            if not psutil.wait_procs([process], timeout=grace_s)[0]:
-                process.kill()
-        self.process.wait()
-        pid_file = self.state_dir / "redis.pid"
-        if pid_file.exists() and pid_file.read_text().strip() == str(self.pid):
-            pid_file.unlink()
+        daemon.stop(self.state_dir, {NAME: self.process}, grace_s)
 
 
 def binary() -> str:
@@ -88,24 +74,16 @@ def start(port: int = DEFAULT_PORT, state_dir: Path | None = None, max_memory_mb
     server = binary()
     state_dir = (state_dir or default_cache_dir() / "redis").resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    _check_free(port)
+    stop_leftovers(state_dir)
+    daemon.check_free(NAME, port, "port (--port, or the profile's security.redis_url)", RedisServerError)
     cmd = [server, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no", "--daemonize", "no",
            "--dir", str(state_dir), "--maxmemory", f"{max_memory_mb}mb", "--maxmemory-policy", "volatile-lru"]
-    pdeathsig = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
-    with open(state_dir / "redis.log", "wb") as log:
-        process = subprocess.Popen([*pdeathsig, *cmd], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=state_dir, start_new_session=True)
-    (state_dir / "redis.pid").write_text(f"{process.pid}\n")
-    return RedisServer(port, state_dir, process)
+    return RedisServer(port, state_dir, daemon.launch(state_dir, NAME, cmd))
 
 
-def _check_free(port: int) -> None:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((HOST, port))
-        except OSError as e:
-            raise RedisServerError(f"{HOST}:{port} is in use ({e.strerror}): choose another --port") from None
+def stop_leftovers(state_dir: Path, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop the redis-server a crashed run left in `state_dir` (one still running there; a reused pid is spared)."""
+    daemon.stop_leftovers(state_dir, {NAME: binary()}, grace_s)
 
 
 def _answers_ping(port: int) -> bool:
@@ -115,11 +93,6 @@ def _answers_ping(port: int) -> bool:
             return connection.recv(16).startswith(b"+PONG")
     except OSError:
         return False
-
-
-def _log_tail(state_dir: Path, lines: int = 20) -> str:
-    log = state_dir / "redis.log"
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) + f"\n(whole log: {log})"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,9 @@ from serve.ingress import RouterIngress
 from serve.llm_configs import llm_config
 
 
+REFUSAL_HEADROOM = 64  # requests a full router replica still takes in, each refused in well under a millisecond
+
+
 class AppArgs(BaseModel):
     """Arguments of the app builder (the `args:` of a Serve config, or `key=value` after `serve run`)."""
 
@@ -44,7 +47,9 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
     ingress = RouterIngress.options(
         name="router",
         num_replicas=profile.ingress.num_replicas,
-        max_ongoing_requests=profile.ingress.max_ongoing_requests,
+        # past our own bound Serve still lets some through, so they get our JSON 503 rather than wait in its queue
+        max_ongoing_requests=profile.ingress.max_ongoing_requests + REFUSAL_HEADROOM,
+        max_queued_requests=profile.ingress.max_queued_requests,
         graceful_shutdown_timeout_s=profile.ingress.drain_s,
         ray_actor_options={"num_cpus": profile.ingress.num_cpus},
     )

@@ -193,6 +193,11 @@ class Gate:
         admission.tenant = key.tenant
         return admission
 
+    @property
+    def store_failures(self) -> int:
+        """Quota-store (Redis) calls that failed since start: requests served without quotas, or refused."""
+        return self.quotas.store_failures if self.quotas is not None else 0
+
     def settle(self, admission: Admission | None, usage: dict[str, Any]) -> None:
         """The request ended (streams and disconnects too): charge its tokens, free its concurrency slot."""
         if self.quotas is not None:

@@ -46,6 +46,15 @@ def too_large(limit: int) -> APIError:
     return APIError(413, f"Request body is larger than this deployment accepts ({limit} bytes).", code="request_too_large")
 
 
+def body_timeout(seconds: float, received: int) -> APIError:
+    return APIError(408, f"The request body did not arrive within {seconds:g} s ({received} bytes came).", code="request_timeout")
+
+
+def client_closed() -> APIError:
+    """The client left before its request was read: nobody sees this answer, but the request's record does."""
+    return APIError(499, "The client closed the request.", code="client_closed")
+
+
 def model_not_found(model: str, available: list[str]) -> APIError:
     return APIError(
         404,

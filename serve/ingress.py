@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -24,6 +25,7 @@ from router.ensemble import spec as ensemble_spec
 from router.ensemble.calls import Call, Reply
 from router.routing import Decision, Router, Weights
 from serve.auth import Gate
+from serve.backpressure import ReplicaBound
 from serve.cache import ResponseCache, cache_key
 from serve.cluster_metrics import ServeMetricsPoller
 from serve.dispatch import Upstream, call_specialist, is_context_overflow
@@ -33,10 +35,11 @@ from serve.jsonl_log import JsonlLog
 from serve.load import LoadTracker
 from serve.metrics import RouterMetrics
 from serve.observe import REQUEST_ID_HEADER, Record, finish_json, observe_stream, prompt_digest, request_id
+from serve.openapi import OPENAPI_PATH, describe_bodies, request_body
 from serve.quality import QualityMonitor
 from serve.quotas import Admission
-from serve.requests import (ENSEMBLE_FIELD, ROUTER_FIELD, RouterHints, check_headers, check_limits, for_specialist,
-                            max_answer_tokens, read_body, router_hints, routing_text, validate)
+from serve.requests import (ENSEMBLE_FIELD, ROUTER_FIELD, RouterHints, check_headers, check_limits,
+                            for_specialist, max_answer_tokens, read_body, router_hints, routing_text, validate)
 
 log = logging.getLogger("ray.serve")
 
@@ -47,7 +50,9 @@ HEALTH_TIMEOUT_S = 5.0
 FLUSH_S = 1.0  # metrics to Ray and log lines to disk, this often
 HEARTBEAT_S = 10.0  # an SSE comment at least this often while an ensemble's early stages run, so proxies keep the stream
 
-api = FastAPI(title="Specialist router", description="OpenAI-compatible API; `model: auto` routes to the best specialist.")
+api = FastAPI(title="Specialist router", description="OpenAI-compatible API; `model: auto` routes to the best specialist.",
+              docs_url=None, redoc_url=None, openapi_url=None)  # served below, behind the admin key when auth is on
+describe_bodies(api)
 
 
 @api.exception_handler(APIError)
@@ -137,6 +142,7 @@ class RouterIngress:
         self.metrics = RouterMetrics(self.profile, version("specialist-router"), self.router.scorer_name) if metrics else None
         self.decisions, self.quality = self._observers(Path(observe_dir) if observe_dir else None)
         self.gate = Gate.from_profile(self.profile)
+        self.serving = ReplicaBound(self.profile.ingress.max_ongoing_requests, self.profile.ingress.drain_s)
         self._flushing: asyncio.Task | None = None
 
     def _observers(self, folder: Path | None) -> tuple[JsonlLog | None, QualityMonitor | None]:
@@ -158,13 +164,27 @@ class RouterIngress:
         if self.serve_metrics is not None:
             self.serve_metrics.start()
 
-    @api.post("/v1/chat/completions")
+    @api.post("/v1/chat/completions", openapi_extra=request_body("chat"))
     async def chat(self, request: Request) -> Response:
         return await self._observed(request, "chat")
 
-    @api.post("/v1/completions")
+    @api.post("/v1/completions", openapi_extra=request_body("completions"))
     async def completions(self, request: Request) -> Response:
         return await self._observed(request, "completions")
+
+    @api.get(OPENAPI_PATH, include_in_schema=False)
+    async def openapi(self, request: Request) -> Response:
+        """The API's description: open with auth off, otherwise for admin keys only, as are the pages below."""
+        self.gate.identify(request.headers.get("authorization"), admin=True)
+        return JSONResponse(api.openapi())
+
+    @api.get("/docs", include_in_schema=False)
+    @api.get("/redoc", include_in_schema=False)
+    async def docs(self, request: Request) -> Response:
+        """Swagger UI or ReDoc; with auth on, the browser must send the admin key with the page's own /openapi.json fetch."""
+        self.gate.identify(request.headers.get("authorization"), admin=True)
+        page = get_redoc_html if request.url.path.endswith("/redoc") else get_swagger_ui_html
+        return page(openapi_url=request.scope.get("root_path", "") + OPENAPI_PATH, title=api.title)
 
     @api.get("/v1/router/decisions/{request_id}")
     async def decision(self, request_id: str, request: Request) -> Response:
@@ -226,6 +246,7 @@ class RouterIngress:
         record = Record(request_id(request.headers.get(REQUEST_ID_HEADER)), method)
         admission: Admission | None = None
         try:
+            self.serving.enter(id(record))
             admission = await self.gate.admit(request.headers.get("authorization"))
             record.tenant = admission.tenant if admission else None
             response = await self._serve(request, method, record)
@@ -251,6 +272,8 @@ class RouterIngress:
         buffered = [b for b in (self.metrics, self.decisions, self.quality and self.quality.dataset) if b is not None]
         while True:
             await asyncio.sleep(FLUSH_S)
+            if self.metrics is not None:
+                self.metrics.quota_store_failed(self.gate.store_failures)
             for buffer in buffered:
                 buffer.flush()
 
@@ -261,6 +284,7 @@ class RouterIngress:
     def _finish(self, record: Record, admission: Admission | None = None) -> None:
         """Metrics, the request's line in the decision log (or, with that log off, its trace in the replica log), and
         its quotas settled (tokens charged, concurrency slot freed)."""
+        self.serving.leave(id(record))
         self.gate.settle(admission, record.usage)
         if self.metrics is not None:
             self.metrics.record(record)
@@ -276,7 +300,7 @@ class RouterIngress:
         self._poll_serve_metrics()
         self._start_flushing()
         check_headers(request.headers)
-        body = await read_body(request, self.profile.ingress.max_body_bytes)
+        body = await read_body(request, self.profile.ingress.max_body_bytes, self.profile.ingress.body_timeout_s)
         parsed = validate(method, body)
         check_limits(method, parsed, self.profile.ingress.limits)
         record.model, record.stream, record.prompt_hash = body["model"], bool(body.get("stream")), prompt_digest(body)
@@ -531,8 +555,8 @@ class RouterIngress:
             asked = float(raw)
         except ValueError:
             raise bad_request(f"{DEADLINE_HEADER} must be a number of seconds, got {raw!r}") from None
-        if asked <= 0:
-            raise bad_request(f"{DEADLINE_HEADER} must be positive, got {raw!r}")
+        if not asked > 0:  # NaN too
+            raise bad_request(f"{DEADLINE_HEADER} must be a positive number of seconds, got {raw!r}")
         return min(asked, limit)
 
     def _respond(self, upstream: Upstream, stack: ExitStack, headers: dict[str, str]) -> Response:

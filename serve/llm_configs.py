@@ -58,8 +58,12 @@ def deployment_config(spec: Specialist, profile: Profile) -> dict[str, Any]:
 
 
 def engine_env(profile: Profile) -> dict[str, str]:
-    """Env vars of a replica and its engine processes: the profile's, plus the CPU priority a serving engine drops to."""
-    env = dict(profile.engine_env)
+    """Env vars of a replica and its engine processes: the profile's, plus the CPU priority a serving engine drops to.
+
+    vLLM's own logging setup is off: its `dictConfig` closes every handler in the process, Ray Serve's buffered log
+    handler included, whose closed target then breaks the replica's `is_allocated()`, so a restarted Serve controller
+    replaced every engine instead of recovering it (docs/reliability.md)."""
+    env = {"VLLM_CONFIGURE_LOGGING": "0", **profile.engine_env}
     if profile.serving_engine_cpu_priority != "normal":
         env[SERVING_PRIORITY_ENV] = profile.serving_engine_cpu_priority
     return env

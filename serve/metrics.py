@@ -56,6 +56,9 @@ class RouterMetrics:
         self.cache = metrics.Counter("router_cache_lookups_total", "response-cache lookups", ("result",))
         self.judge = metrics.Histogram("router_judge_score", "the online judge's P(correct) of a sampled answer", UNIT,
                                        ("specialist",))
+        self.store_failures = metrics.Counter("router_quota_store_failures_total", "quota-store (Redis) calls that failed: "
+                                              "requests served without quotas (redis_down: open) or refused (closed)")
+        self._store_failures_seen = 0
         build = metrics.Gauge("router_build_info", "1, labelled with what is serving", ("version", "checkpoint"))
         self._counts: Counter[tuple[metrics.Counter, tuple[tuple[str, str], ...]]] = Counter()
         self._gauges = {(build, (("version", version), ("checkpoint", checkpoint))): 1.0}
@@ -109,6 +112,11 @@ class RouterMetrics:
     def set_inflight(self, counts: dict[str, int]) -> None:
         for name, count in counts.items():
             self._set(self.inflight, count, specialist=self.label(name))
+
+    def quota_store_failed(self, total: int) -> None:
+        """Count the quota store's failures since the last flush (`total`: since start)."""
+        self._count(self.store_failures, total - self._store_failures_seen)
+        self._store_failures_seen = total
 
     def judged(self, specialist: str, score: float) -> None:
         self.judge.observe(score, {"specialist": self.label(specialist)})

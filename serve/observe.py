@@ -14,9 +14,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-OUTCOMES = ("ok", "client_error", "overloaded", "unavailable", "timeout", "error")
+OUTCOMES = ("ok", "client_error", "rate_limited", "overloaded", "unavailable", "timeout", "error")
 REASONS = ("score", "cost", "load_override", "fallback", "pinned", "ensemble", "keyword_fallback", "cache")
 CAUSES = ("unavailable", "overloaded", "timeout", "context_overflow", "error")
 REQUEST_ID_HEADER = "x-request-id"  # Serve's proxy keeps the client's, or makes one, and returns it on the response
@@ -37,7 +38,9 @@ def prompt_digest(body: dict[str, Any]) -> str:
 def outcome_of(status: int, code: str | None) -> str:
     if status < 400:
         return "ok"
-    if code == "overloaded" or status == 429:
+    if status == 429:  # a tenant over its quota: the tenant's limit, not the service's, so not a server error
+        return "rate_limited"
+    if code == "overloaded":
         return "overloaded"
     if status == 503:
         return "unavailable"
@@ -94,9 +97,9 @@ class Record:
     def first_choice(self) -> str | None:
         return self.trace.get("winner") or self.trace.get("model")
 
-    @property
+    @cached_property
     def reason(self) -> str | None:
-        """Why the first choice was made, as a bounded label (None: no decision, e.g. a bad request)."""
+        """Why the first choice was made, a bounded label (None: no decision, e.g. a bad request); cached: read after it ended."""
         t = self.trace
         if (t.get("cache") or {}).get("hit"):
             return "cache"
@@ -106,15 +109,15 @@ class Record:
             return "ensemble"
         if not t.get("specialists"):
             return None
-        if self.fallbacks:
+        if t.get("failed"):
             return "fallback"
         if str(t.get("scorer", "")).startswith("keyword-fallback"):
             return "keyword_fallback"
         return _ranking_reason(t)
 
-    @property
+    @cached_property
     def fallbacks(self) -> list[tuple[str, str | None, str]]:
-        """(from, to, cause) for each failed candidate; `to` is the next one tried (None: nothing answered)."""
+        """(from, to, cause) per failed candidate, `to` the next one tried (None: none answered); cached: read after it ended."""
         failed = self.trace.get("failed", [])
         tried = [f["model"] for f in failed] + ([self.answered_by] if self.answered_by else [])
         return [(f["model"], tried[i + 1] if i + 1 < len(tried) else None, _cause(f)) for i, f in enumerate(failed)]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from ray.exceptions import TaskCancelledError
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 from vllm.exceptions import VLLMClientError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from router.catalog import RequestLimits, Specialist
-from serve.errors import bad_request, too_large
+from serve.errors import bad_request, body_timeout, client_closed, too_large
 
 REQUEST_MODELS = {"chat": ChatCompletionRequest, "completions": CompletionRequest}
 ROUTER_FIELD = "router"
@@ -44,17 +46,24 @@ def router_hints(body: dict[str, Any]) -> RouterHints:
     return RouterHints(weights, raw.get(ENSEMBLE_FIELD), cache)
 
 
-async def read_body(request: Request, max_bytes: int) -> dict[str, Any]:
+async def read_body(request: Request, max_bytes: int, timeout_s: float) -> dict[str, Any]:
     """The JSON object of the request, or a 4xx that says what is wrong with it; a body over `max_bytes` is refused
-    as soon as its size shows, never read whole."""
+    as soon as its size shows, never read whole, and one still arriving after `timeout_s` (a slow client holding a
+    slot) gets a 408."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_large(max_bytes)
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise too_large(max_bytes)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > max_bytes:
+                    raise too_large(max_bytes)
+    except TimeoutError:
+        raise body_timeout(timeout_s, len(raw)) from None
+    except (ClientDisconnect, TaskCancelledError):  # nobody will read the answer; recorded as the client's doing
+        raise client_closed() from None
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -106,6 +115,8 @@ def validate(method: str, body: dict[str, Any]) -> Any:
         raise bad_request(f"Invalid request: {where}: {first['msg']}{more}", param=where) from None
     except VLLMClientError as e:  # vLLM's cross-field checks (tool_choice without tools, stream_options without stream)
         raise bad_request(f"Invalid request: {e}", param=getattr(e, "parameter", None)) from None
+    except (TypeError, AttributeError) as e:  # vLLM's pre-validation code meets a field of the wrong type first
+        raise bad_request(f"Invalid request: a field has the wrong type ({e}).") from None
     if method == "chat":
         _check_content_parts(payload["messages"])
     return request
@@ -143,6 +154,8 @@ def _check_content_parts(messages: list[dict[str, Any]]) -> None:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 raise bad_request(f"messages[{i}].content[{j}]: content parts of type {kind!r} are not supported; "
                                   "the specialists read text parts only", param=f"messages.{i}.content.{j}.type")
+            if not isinstance(part.get("text"), str):
+                raise bad_request(f"messages[{i}].content[{j}].text must be a string", param=f"messages.{i}.content.{j}.text")
 
 
 def max_answer_tokens(request: Any) -> int | None:

@@ -1,10 +1,10 @@
 """A real Prometheus and Alertmanager beside the local Ray cluster, loaded with the profile's alert rules (rules.py).
 
 Both listen on 127.0.0.1 and are our children, each started in its own session (its process group is its pid), so a
-Ctrl-C at the terminal reaches only us and we stop them in order. How they are found and stopped:
+Ctrl-C at the terminal reaches only us and we stop them in order. How they are found and stopped (cluster/daemon.py):
 - `Servers.stop()` signals the pids it started: SIGTERM, then SIGKILL after a grace period;
 - every pid is also written to <state_dir>/<name>.pid, and a later `start` on that state dir first stops what a crashed
-  run left there (only a process whose command line names that state dir's config file, so a reused pid is spared);
+  run left there (only a process still running that binary with that state dir as its cwd, so a reused pid is spared);
 - on Linux they are started through `setpriv --pdeathsig TERM` (util-linux), so the kernel stops them when the thread
   that started them dies, even by SIGKILL.
 
@@ -15,31 +15,29 @@ prometheus-alertmanager).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import psutil
 import yaml
 
+from cluster import daemon
+from cluster.daemon import HOST, DaemonError
 from cluster.foreground import hold
 from cluster.observe.rules import write_rules
 from router.catalog import Profile, default_cache_dir, load_profile
 
-HOST = "127.0.0.1"
 RAY_SD_FILE = Path("/tmp/ray/prom_metrics_service_discovery.json")  # Ray links its session's file here
 INSTALL_HINT = "apt-get install prometheus prometheus-alertmanager"
 STOP_GRACE_S = 10.0
 GROUP_BY = ["alertname", "specialist"]
 
 
-class ServersError(RuntimeError):
+class ServersError(DaemonError):
     """Prometheus or Alertmanager could not be started or did not come up; the message says why and where the log is."""
 
 
@@ -49,6 +47,11 @@ def binary(*names: str) -> str:
         if path := shutil.which(name):
             return path
     raise ServersError(f"{' or '.join(names)} is not on PATH: {INSTALL_HINT}")
+
+
+def executables() -> dict[str, str]:
+    """Prometheus's and Alertmanager's binaries, by the name of their log and pid files."""
+    return {"prometheus": binary("prometheus"), "alertmanager": binary("prometheus-alertmanager", "alertmanager")}
 
 
 def promtool(args: list[str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
@@ -110,26 +113,13 @@ class Servers:
 
     def wait_ready(self, timeout_s: float = 60) -> None:
         """Until both answer /-/ready; fail at once, with the log's end, if one exits (a taken port, a bad config)."""
-        deadline = time.monotonic() + timeout_s
-        pending = {"prometheus": self.prometheus_url, "alertmanager": self.alertmanager_url}
-        while pending:
-            for name, url in list(pending.items()):
-                if (code := self.processes[name].poll()) is not None:
-                    raise ServersError(f"{name} exited with {code}:\n{_log_tail(self.state_dir, name)}")
-                if _ready(url):
-                    del pending[name]
-            if pending and time.monotonic() > deadline:
-                raise ServersError(f"{', '.join(pending)} not ready after {timeout_s:.0f} s; logs in {self.state_dir}")
-            time.sleep(0.2)
+        urls = {"prometheus": self.prometheus_url, "alertmanager": self.alertmanager_url}
+        probes = {name: (self.processes[name], partial(_ready, url)) for name, url in urls.items()}
+        daemon.wait_ready(self.state_dir, probes, timeout_s, ServersError)
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM both, wait, SIGKILL what is left after `grace_s`; psutil reaps our children, so no zombie stays."""
-        _stop([psutil.Process(p.pid) for p in self.processes.values() if p.poll() is None], grace_s)
-        for name, process in self.processes.items():
-            process.wait()  # returns at once (psutil reaped it); without it Popen warns the child still runs
-            pid_file = _pid_file(self.state_dir, name)
-            if pid_file.exists() and pid_file.read_text().strip() == str(process.pid):  # not a later run's
-                pid_file.unlink()
+        daemon.stop(self.state_dir, self.processes, grace_s)
 
 
 def start(profile: Profile, state_dir: Path, ray_sd_file: Path, *, prometheus_port: int = 9090, alertmanager_port: int = 9093,
@@ -139,29 +129,31 @@ def start(profile: Profile, state_dir: Path, ray_sd_file: Path, *, prometheus_po
 
     Start them from a thread that lives as long as they should (the main thread): their parent-death signal follows it.
     """
-    prometheus, alertmanager = binary("prometheus"), binary("prometheus-alertmanager", "alertmanager")
+    binaries = executables()
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     stop_leftovers(state_dir)
     if prometheus_port == alertmanager_port:
         raise ServersError(f"Prometheus and Alertmanager cannot share port {prometheus_port}")
     for name, port in (("prometheus", prometheus_port), ("alertmanager", alertmanager_port)):
-        _check_free(name, port)
+        daemon.check_free(name, port, f"{name}_port", ServersError)
     rules = write_rules(profile, state_dir / "rules.yml")
     _write_yaml(state_dir / "prometheus.yml", prometheus_config(rules, ray_sd_file, prometheus_port, alertmanager_port,
                                                                  scrape_interval_s, evaluation_interval_s))
     _write_yaml(state_dir / "alertmanager.yml", alertmanager_config(webhook_url, group_wait_s))
     prometheus_url, alertmanager_url = f"http://{HOST}:{prometheus_port}", f"http://{HOST}:{alertmanager_port}"
-    processes = {"alertmanager": _launch(state_dir, "alertmanager", [
-        alertmanager, f"--config.file={state_dir / 'alertmanager.yml'}", f"--storage.path={state_dir / 'alertmanager-data'}",
-        f"--web.listen-address={HOST}:{alertmanager_port}", f"--web.external-url={alertmanager_url}",
+    processes = {"alertmanager": daemon.launch(state_dir, "alertmanager", [
+        binaries["alertmanager"], f"--config.file={state_dir / 'alertmanager.yml'}",
+        f"--storage.path={state_dir / 'alertmanager-data'}", f"--web.listen-address={HOST}:{alertmanager_port}",
+        f"--web.external-url={alertmanager_url}",
         "--cluster.listen-address=",  # empty: a single Alertmanager, no gossip port
     ])}
     servers = Servers(prometheus_url, alertmanager_url, state_dir, processes)
     try:
-        processes["prometheus"] = _launch(state_dir, "prometheus", [
-            prometheus, f"--config.file={state_dir / 'prometheus.yml'}", f"--storage.tsdb.path={state_dir / 'prometheus-data'}",
-            f"--web.listen-address={HOST}:{prometheus_port}", f"--web.external-url={prometheus_url}",
+        processes["prometheus"] = daemon.launch(state_dir, "prometheus", [
+            binaries["prometheus"], f"--config.file={state_dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={state_dir / 'prometheus-data'}", f"--web.listen-address={HOST}:{prometheus_port}",
+            f"--web.external-url={prometheus_url}",
         ])
     except BaseException:
         servers.stop()
@@ -170,48 +162,8 @@ def start(profile: Profile, state_dir: Path, ray_sd_file: Path, *, prometheus_po
 
 
 def stop_leftovers(state_dir: Path, grace_s: float = STOP_GRACE_S) -> None:
-    """Stop what a crashed run left in `state_dir`: the pid files' processes, if they still run that dir's config."""
-    leftovers = []
-    for pid_file in state_dir.glob("*.pid"):
-        config = f"--config.file={state_dir / pid_file.stem}.yml"
-        with contextlib.suppress(ValueError, psutil.Error):
-            process = psutil.Process(int(pid_file.read_text()))
-            if config in process.cmdline():
-                leftovers.append(process)
-        pid_file.unlink()
-    _stop(leftovers, grace_s)
-
-
-def _launch(state_dir: Path, name: str, cmd: list[str]) -> subprocess.Popen:
-    """Start `cmd` in its own session, output to <name>.log, pid to <name>.pid."""
-    pdeathsig = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
-    with open(state_dir / f"{name}.log", "wb") as log:
-        process = subprocess.Popen([*pdeathsig, *cmd], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=state_dir, start_new_session=True)
-    _pid_file(state_dir, name).write_text(f"{process.pid}\n")
-    return process
-
-
-def _stop(processes: list[psutil.Process], grace_s: float) -> None:
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=grace_s)
-    for process in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
-
-
-def _check_free(name: str, port: int) -> None:
-    """Refuse a taken port up front (as the servers bind it: SO_REUSEADDR, so a closing socket does not count)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((HOST, port))
-        except OSError as e:
-            raise ServersError(f"{HOST}:{port} for {name} is in use ({e.strerror}): stop what listens there "
-                               f"(`ss -ltnp 'sport = :{port}'`) or choose another {name}_port") from None
+    """Stop what a crashed run left in `state_dir`: the pid files' processes, if still Prometheus or Alertmanager there."""
+    daemon.stop_leftovers(state_dir, executables(), grace_s)
 
 
 def _ready(url: str) -> bool:
@@ -220,15 +172,6 @@ def _ready(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
-
-
-def _pid_file(state_dir: Path, name: str) -> Path:
-    return state_dir / f"{name}.pid"
-
-
-def _log_tail(state_dir: Path, name: str, lines: int = 20) -> str:
-    log = state_dir / f"{name}.log"
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) + f"\n(whole log: {log})"
 
 
 def _write_yaml(path: Path, data: dict) -> None:

@@ -11,9 +11,10 @@ import httpx
 import openai
 import pytest
 
+from cluster.reliability.processes import engine_core_of
 from router.catalog import load_profile
 from serve.engine_start import LOW_NICENESS
-from tests.serve.tiny import CODER, GENERAL, assert_openai_error, decision, engine_core_of
+from tests.serve.tiny import CODER, GENERAL, assert_openai_error, decision
 
 pytestmark = pytest.mark.cluster
 

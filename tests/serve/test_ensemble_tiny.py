@@ -13,10 +13,11 @@ import httpx
 import openai
 import pytest
 
+from cluster.reliability.processes import engine_core_of
 from router.catalog import ENSEMBLE_MODES
 from router.ensemble.spec import virtual_model
 from serve.cluster_metrics import deployment_name, sum_by_deployment
-from tests.serve.tiny import CODER, GENERAL, assert_openai_error, decision, engine_core_of
+from tests.serve.tiny import CODER, GENERAL, assert_openai_error, decision
 
 pytestmark = pytest.mark.cluster
 

@@ -15,10 +15,11 @@ from cluster.local import LocalCluster
 from cluster.loadtest import run as loadtest
 from cluster.observe import panels
 from cluster.observe.alerts import alerts
+from cluster.reliability.processes import engine_core_of
 from router.catalog import load_profile
 from serve.quality import sampled
 from tests.cluster.observe_helpers import WebhookReceiver
-from tests.serve.tiny import CODER, GENERAL, decision, engine_core_of
+from tests.serve.tiny import CODER, GENERAL, decision
 
 pytestmark = pytest.mark.cluster
 

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from router.catalog import Observability
+from router.catalog import Observability, load_profile
 from serve.jsonl_log import JsonlLog
 from router.ensemble.calls import Reply
+from serve.metrics import RouterMetrics
 from serve.observe import CAUSES, OUTCOMES, REASONS, Record, finish_json, observe_stream, outcome_of, request_id
 from serve.quality import QualityMonitor, sampled
 
@@ -57,7 +58,7 @@ def test_margin_decision_time_and_expected_latency_come_from_the_trace():
 @pytest.mark.parametrize(("status", "code", "outcome"), [
     (200, None, "ok"), (400, "invalid_request", "client_error"), (413, None, "client_error"), (404, None, "client_error"),
     (503, "overloaded", "overloaded"), (503, "unavailable", "unavailable"), (504, "upstream_timeout", "timeout"),
-    (500, "internal_error", "error"),
+    (500, "internal_error", "error"), (429, "rate_limit_exceeded", "rate_limited"),
 ])
 def test_outcome_of_status(status, code, outcome):
     assert outcome_of(status, code) == outcome in OUTCOMES
@@ -171,3 +172,13 @@ def test_the_quality_monitor_skips_samples_instead_of_queueing_them():
 
     asyncio.run(scenario())
     assert graded == [("coder", 0.92)]  # P(Yes) = e^-0.1 / (e^-0.1 + e^-2.5); the failed grading left nothing
+
+
+def test_quota_store_failures_are_counted_once_each_across_flushes():
+    metrics = RouterMetrics(load_profile("tiny"), "test", "scorer")
+    counted = []
+    metrics.store_failures.inc = lambda value, tags=None: counted.append(value)
+    for total in (3, 3, 5):  # the gate's running total, read once a second
+        metrics.quota_store_failed(total)
+        metrics.flush()
+    assert counted == [3, 2]

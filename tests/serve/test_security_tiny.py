@@ -64,6 +64,14 @@ def test_the_decision_log_needs_the_admin_key(url: str, keys: dict[str, str]):
     assert record["tenant"] == "team-a" and record["status"] == 200
 
 
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc"])
+def test_the_api_description_needs_the_admin_key(url: str, keys: dict[str, str], path: str):
+    assert_openai_error(httpx.get(f"{url}{path}", timeout=30), 401, "invalid_api_key")
+    assert_openai_error(httpx.get(f"{url}{path}", headers={"authorization": f"Bearer {keys['tenant']}"}, timeout=30), 403,
+                        "forbidden")
+    assert httpx.get(f"{url}{path}", headers={"authorization": f"Bearer {keys['admin']}"}, timeout=30).status_code == 200
+
+
 def test_a_key_over_its_requests_per_minute_gets_429_on_either_replica_and_others_are_unaffected(url: str,
                                                                                                   keys: dict[str, str]):
     """rpm 5 on the profile: five pass and one is refused, two at a time so Serve spreads them over both replicas."""
