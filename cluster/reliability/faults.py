@@ -212,7 +212,8 @@ async def _burst(suite: Suite, client: httpx.AsyncClient) -> tuple[float | None,
 
 
 async def _scale_down(suite: Suite, client: httpx.AsyncClient) -> tuple[float | None, dict[str, bool]]:
-    """Load scales the target up; when it eases, Serve removes a replica while long streams still run on it."""
+    """Load scales the target up; when it eases, Serve removes a replica while long streams still run on it. (No mixed
+    traffic: it alone keeps the target above its per-replica target, and it would never scale down.)"""
     deployment = f"LLMServer:{suite.target}"
     scaling = suite.profile.specialist(suite.target).deployment.autoscaling
     if scaling is None or scaling.max_replicas < 2:
@@ -323,7 +324,8 @@ FAULTS: dict[str, FaultCase] = {
     "burst_3x_capacity": FaultCase(_burst, "every request answered or refused with a 503 and Retry-After"),
     "client_disconnects": FaultCase(_disconnects, "the engine stops generating for clients that left; "
                                                   "x-request-disconnect-disabled is refused", traffic=False),
-    "scale_down_with_streams": FaultCase(_scale_down, "streams on the replica being removed finish (graceful shutdown)"),
+    "scale_down_with_streams": FaultCase(_scale_down, "streams on the replica being removed finish (graceful shutdown)",
+                                         traffic=False),
     "engine_killed_three_times": FaultCase(_kill_thrice, "it recovers each time; other specialists' requests are "
                                                          "untouched"),
     "redeploy_good_and_broken": FaultCase(_redeploy, "a good config rolls out under load; a broken one fails while the "

@@ -17,8 +17,8 @@ from router.catalog import load_profile
 
 pytestmark = pytest.mark.fault
 
-# Ray's proxy answers a request in flight on a killed router replica with a plain-text 500 (it retries no request a
-# replica had started); everything else must keep the contract
+# Ray's proxy answers a request in flight on a killed router replica with a plain-text 500, or cuts its stream (it
+# retries no request a replica had started); everything else must keep the contract
 PROXY_500_ON_A_DEAD_REPLICA = "ingress_replica_killed"
 # Ray 2.60 drops deployments' autoscaling state when a rebuilt application has no app-level policy, and does not
 # register the unchanged deployments again: after such a redeploy, nothing autoscales
@@ -40,8 +40,9 @@ def test_a_fault_loses_nothing_and_the_cluster_recovers(suite: Suite, name: str)
     result = asyncio.run(run_fault(suite, name))
     if name == PROXY_500_ON_A_DEAD_REPLICA:
         assert all(result.checks.values()), explain(result)
-        assert result.requests["lost"] == result.requests["truncated_streams"] == 0, explain(result)
-        assert all(e["status"] == 500 for e in result.requests["failure_examples"]), explain(result)
+        assert result.requests["lost"] == 0, explain(result)
+        assert all(e["status"] == 500 or e["kind"] == "truncated_stream" for e in result.requests["failure_examples"]), \
+            explain(result)
     elif name == AUTOSCALING_LOST_ON_REBUILD:
         assert result.checks.pop("autoscaling_after_redeploy") is False, "Ray fixed it: update docs/reliability.md"
         assert all(result.checks.values()) and not result.requests["failure_examples"], explain(result)
