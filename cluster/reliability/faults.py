@@ -134,7 +134,7 @@ Fault = Callable[[Suite, httpx.AsyncClient], Awaitable[tuple[float | None, dict[
 async def _kill(suite: Suite, client: httpx.AsyncClient, replica: bool = False) -> tuple[float | None, dict[str, bool]]:
     """SIGKILL the target's EngineCore, or the Serve replica process above it, while its streams run."""
     await asyncio.sleep(2)  # long streams are running on it
-    engine = await asyncio.to_thread(processes.engine_core_of, suite.target)
+    engine = await asyncio.to_thread(processes.engine_core_of, suite.target, only=False)
     victim = engine.parent() if replica else engine
     killed_at = time.monotonic()
     victim.kill()
@@ -144,7 +144,7 @@ async def _kill(suite: Suite, client: httpx.AsyncClient, replica: bool = False) 
 
 async def _freeze_engine(suite: Suite, client: httpx.AsyncClient) -> tuple[float | None, dict[str, bool]]:
     await asyncio.sleep(2)
-    engine = await asyncio.to_thread(processes.engine_core_of, suite.target)
+    engine = await asyncio.to_thread(processes.engine_core_of, suite.target, only=False)
     engine.suspend()
     try:
         await asyncio.sleep(FREEZE_S)

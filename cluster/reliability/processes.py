@@ -45,14 +45,14 @@ def engine_cores(replica: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def engine_core_of(specialist: str, settle_s: float = 60) -> psutil.Process:
+def engine_core_of(specialist: str, settle_s: float = 60, only: bool = True) -> psutil.Process:
     """The vLLM EngineCore under the specialist's one replica, once a scale-up has drained (a fault injected into a
-    replica that Serve is stopping would test nothing)."""
+    replica that Serve is stopping would test nothing); with `only` off, the first replica's when it has several."""
     deadline = time.monotonic() + settle_s
     while True:
         found = specialist_replicas(specialist)
         cores = [c for r in found for c in engine_cores(r)]
-        if len(found) == len(cores) == 1:
+        if cores and (not only or len(found) == len(cores) == 1):
             return cores[0]
         if time.monotonic() > deadline:
             raise LookupError(f"{specialist}: {len(found)} replica processes, {len(cores)} EngineCores after {settle_s} s")
