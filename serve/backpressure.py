@@ -10,8 +10,8 @@ from serve.errors import overloaded
 
 
 class ReplicaBound:
-    """Requests in this replica, by a key of each (hashable); one never settled (its client left before its stream began) ages out after
-    `horizon_s`, the longest a request may take, so a leak cannot shrink the bound for good."""
+    """Requests in this replica, by a hashable key of each; one never settled (its client left before its stream
+    began) ages out after `horizon_s`, the longest a request may take, so a leak cannot shrink the bound for good."""
 
     def __init__(self, limit: int, horizon_s: float) -> None:
         self.limit, self.horizon_s = limit, horizon_s

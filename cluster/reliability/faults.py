@@ -68,7 +68,8 @@ class Suite:
     @property
     def target(self) -> str:
         """The specialist faults hit: one that autoscales if any (the scale-down fault needs it), else the last."""
-        scaling = [s.name for s in self.profile.specialists if s.deployment.autoscaling and s.deployment.autoscaling.max_replicas > 1]
+        scaling = [s.name for s in self.profile.specialists
+                   if s.deployment.autoscaling and s.deployment.autoscaling.max_replicas > 1]
         return (scaling or self.specialists)[-1]
 
     async def probe(self, client: httpx.AsyncClient, model: str) -> bool:

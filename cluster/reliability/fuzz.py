@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from cluster.reliability.ledger import openai_error
 from serve.requests import REQUEST_MODELS
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
@@ -159,11 +160,7 @@ def problem(status: int, headers: Any, text: str) -> str | None:
         return None
     if not 400 <= status < 500:
         return f"status {status}"
-    try:
-        error = json.loads(text)["error"]
-        return None if error["message"] and error["type"] else "an empty error"
-    except (ValueError, KeyError, TypeError):
-        return "a 4xx without an OpenAI-style JSON error"
+    return None if openai_error(text) else "a 4xx without an OpenAI-style JSON error"
 
 
 def _failure(case: str, status: int | None, body: str, why: str) -> dict[str, Any]:

@@ -96,19 +96,27 @@ async def send(client: httpx.AsyncClient, body: dict[str, Any], deadline_s: floa
         return entry("lost", None, f"{type(e).__name__}: {e}")
 
 
+def openai_error(raw: bytes | str) -> dict[str, Any] | None:
+    """The body's OpenAI-style `error` object (with a message and a type), or None if it is not one."""
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return error if isinstance(error, dict) and error.get("message") and error.get("type") else None
+
+
 def _classify_whole(status: int, raw: bytes) -> tuple[str, str]:
     """A whole (non-streamed) response."""
+    if status >= 400:
+        if (error := openai_error(raw)) is None:
+            return "server_error", f"not an OpenAI error body: {raw[:200]!r}"
+        return ("server_error" if status == 500 else "clean_error"), f"{error.get('code')}: {error['message'][:200]}"
     try:
         payload = json.loads(raw)
     except ValueError:
         return "server_error", f"not JSON: {raw[:200]!r}"
     if not isinstance(payload, dict):
         return "server_error", f"not a JSON object: {raw[:200]!r}"
-    if status >= 400:
-        error = payload.get("error")
-        if not isinstance(error, dict) or not error.get("message") or not error.get("type"):
-            return "server_error", f"not an OpenAI error body: {raw[:200]!r}"
-        return ("server_error" if status == 500 else "clean_error"), f"{error.get('code')}: {error['message'][:200]}"
     choices = payload.get("choices") or []
     if not choices or any(c.get("finish_reason") is None for c in choices):
         return "server_error", f"an answer without a finish reason: {raw[:200]!r}"
