@@ -11,18 +11,22 @@ from typing import Any
 import yaml
 
 from serve.app import AppArgs
+from serve.autoscaling import POLICY_FUNCTION
 
 APP_NAME = "specialists"
 IMPORT_PATH = "serve.app:build_app"
 
 
 def serve_config(args: AppArgs, *, host: str = "127.0.0.1", port: int = 8000, working_dir: str | None = None) -> dict[str, Any]:
-    """One application at `/`; the project must be importable on the cluster (installed, or via working_dir)."""
+    """One application at `/`; the project must be importable on the cluster (installed, or via working_dir).
+
+    Its autoscaling policy is set at app level so that a redeploy keeps autoscaling (serve/autoscaling.py)."""
     app: dict[str, Any] = {
         "name": APP_NAME,
         "route_prefix": "/",
         "import_path": IMPORT_PATH,
         "args": args.model_dump(exclude_none=True),
+        "autoscaling_policy": {"policy_function": POLICY_FUNCTION},
     }
     if working_dir:
         app["runtime_env"] = {"working_dir": working_dir}
