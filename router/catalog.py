@@ -154,6 +154,11 @@ class Specialist(_Strict):
     parameters_b: float | None = Field(
         default=None, gt=0, description="model size in billions of parameters: benchmarks price tokens x parameters")
     ttft_objective_s: float = Field(default=2.0, gt=0, description="time-to-first-token p95 objective; alerted on when missed")
+    quality_head: str | None = Field(
+        default=None, min_length=1,
+        description="the checkpoint's per-model quality head this specialist uses, where its name there differs (the "
+        "model's name in the outcome files the scorer was trained on); unset: a head of the specialist's own name, "
+        "else its role prior")
     chat: Chat = Chat()
     engine: Engine = Engine()
     deployment: Deployment = Deployment()

@@ -2,8 +2,8 @@
 
 `prompt` is the text the ingress extracts (serve/requests.py `routing_text`: the last user message of a chat,
 or the completion prompt); the encoder reads its first 128 WordPiece tokens.
-Quality per specialist: the checkpoint's per-model head when it knows that specialist's name, otherwise the
-role prior P(prompt belongs to one of the specialist's roles) = the sum of the role probabilities of its roles
+Quality per specialist: the checkpoint's per-model head of the specialist's name (or of the `quality_head` the
+catalog maps it to: a model's name in the outcome files the scorer learnt from), otherwise the role prior P(prompt belongs to one of the specialist's roles) = the sum of the role probabilities of its roles
 (capped at 1), which works for any profile. Without a usable checkpoint the role probabilities come from the
 keyword baseline (router/keywords.py): a checkpoint that fails to load for any reason (missing, corrupt, built for
 another encoder, its kNN reference not prepared, a missing package) must not stop the router from serving, so every
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from router.catalog import ROLES, Profile
+from router.catalog import ROLES, CatalogError, Profile, Specialist
 from router.keywords import keyword_role_probs
 from router.policy import Decision, Load, Weights, rank
 from router.scorer import DEFAULT_CHECKPOINT, Scorer
@@ -76,6 +76,7 @@ class Router:
         self.scorer = scorer
         self.fallback_reason = fallback_reason
         self.scorer_name = scorer.name if scorer else f"keyword-fallback ({fallback_reason})"
+        self.quality_from = quality_sources(profile, scorer)
         self.batcher = MicroBatcher(self.predict)
 
     @property
@@ -89,10 +90,11 @@ class Router:
     def from_profile(cls, profile: Profile, checkpoint: str | Path | None = None) -> Router:
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         try:
-            return cls(profile, Scorer.load(path))
+            scorer = Scorer.load(path)
         except Exception as error:  # noqa: BLE001 -- whatever broke, route by keywords rather than not at all
             log.exception("router: no usable checkpoint at %s; using the keyword baseline", path)
             return cls(profile, None, f"no usable checkpoint at {path}: {type(error).__name__}: {error}")
+        return cls(profile, scorer)  # a catalog mapping to a head the checkpoint lacks is the operator's error: raised
 
     def predict(self, texts: list[str]) -> Prediction:
         if self.scorer is None:
@@ -103,15 +105,16 @@ class Router:
         known = self.scorer.model_names if self.scorer else []
         quality = {}
         for s in self.profile.specialists:
-            if s.name in known:
-                quality[s.name] = float(models[known.index(s.name)])
+            if head_name(s) in known:
+                quality[s.name] = float(models[known.index(head_name(s))])
             else:
                 quality[s.name] = min(1.0, sum(float(roles[ROLES.index(r)]) for r in s.roles))
         return quality
 
     def _decision(self, prediction: Prediction, weights: Weights | None, load: Mapping[str, Load] | None) -> Decision:
         roles, models = prediction
-        extra = {"scorer": self.scorer_name, "roles": {r: round(float(p), 4) for r, p in zip(ROLES, roles)}}
+        extra = {"scorer": self.scorer_name, "quality_from": self.quality_from,
+                 "roles": {r: round(float(p), 4) for r, p in zip(ROLES, roles)}}
         weights = weights or Weights.from_request(None, self.profile.router)
         return rank(self.profile, self.specialist_quality(roles, models), weights, load, extra)
 
@@ -121,3 +124,27 @@ class Router:
 
     async def adecide(self, prompt: str, weights: Weights | None = None, load: Mapping[str, Load] | None = None) -> Decision:
         return self._decision(await self.batcher.submit(prompt), weights, load)
+
+
+def head_name(spec: Specialist) -> str:
+    """The checkpoint head a specialist's quality comes from, when the checkpoint has it."""
+    return spec.quality_head or spec.name
+
+
+def quality_sources(profile: Profile, scorer: Scorer | None) -> dict[str, str]:
+    """Where each specialist's predicted quality comes from (a head and the outcome files that trained it, or its role
+    prior), for the trace and /v1/models. CatalogError for a specialist mapped to a head the checkpoint lacks."""
+    known = scorer.model_names if scorer else []
+    if scorer is not None and (unmapped := {s.name: s.quality_head for s in profile.specialists
+                                            if s.quality_head and s.quality_head not in known}):
+        raise CatalogError(f"specialist(s) mapped by `quality_head` to heads the checkpoint does not have: {unmapped}; "
+                           f"its heads: {known or 'none (role-only checkpoint)'}")
+    trained_on = scorer.meta.get("train", {}).get("model_sources", {}) if scorer else {}
+    sources = {}
+    for s in profile.specialists:
+        if head_name(s) in known:
+            files = trained_on.get(head_name(s))
+            sources[s.name] = f"head {head_name(s)}" + (f" ({', '.join(files)})" if files else "")
+        else:
+            sources[s.name] = f"role prior ({', '.join(s.roles)})"
+    return sources

@@ -214,6 +214,7 @@ class RouterIngress:
                     "description": spec.description,
                     "context_window": spec.context_window,
                     "cost": spec.cost.model_dump(),
+                    "quality_from": self.router.quality_from[spec.name],
                 }
             )
         for mode in self.profile.ensemble.modes:

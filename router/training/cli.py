@@ -1,4 +1,5 @@
-"""`python -m router {data,prepare,train,eval,quality-eval,label,cost-curve}`: every number in docs/router comes from these."""
+"""`python -m router {data,prepare,train,eval,quality-eval,outcome-eval,label,cost-curve}`: every number in docs/router
+comes from these."""
 
 from __future__ import annotations
 
@@ -88,6 +89,15 @@ def cmd_quality_eval(args: argparse.Namespace) -> dict:
     return report
 
 
+def cmd_outcome_eval(args: argparse.Namespace) -> dict:
+    from router.training.outcome_eval import outcome_eval, plot
+
+    report = outcome_eval(args.train, args.test, args.models, FitConfig(seed=args.seed), args.holdout)
+    if args.out:
+        plot(report, args.out.with_suffix(".png"))
+    return report
+
+
 def cmd_label(args: argparse.Namespace) -> dict:
     from router.training.label import label
 
@@ -128,8 +138,8 @@ def parser() -> argparse.ArgumentParser:
     where = s.add_mutually_exclusive_group()
     where.add_argument("--out-checkpoint", type=Path, help="write the checkpoint here")
     where.add_argument("--publish", action="store_true", help=f"overwrite the shipped checkpoint ({DEFAULT_CHECKPOINT.name})")
-    s.add_argument("--outcomes", type=Path, nargs="*", default=[], help="quality-matrix CSVs (prompt + bool per model) or the "
-                   "quality monitor's judged JSONL (.cache/observe/judged/*)")
+    s.add_argument("--outcomes", type=Path, nargs="*", default=[], help="per-model outcome files: LLMRouter JSON, RouteLLM-style "
+                   "or `label` CSV, the quality monitor's judged JSONL (.cache/observe/judged/*); router/training/outcomes.py")
     s.add_argument("--epochs", type=int, default=FitConfig.epochs)
     s.add_argument("--limit", type=int, help="train on a random sample of this many role items")
     student = s.add_mutually_exclusive_group()
@@ -166,6 +176,13 @@ def parser() -> argparse.ArgumentParser:
                    help="fit on an encoder fine-tuned on the role labels of every dataset source but the test files' "
                         "(~15 min on 2 cores; docs/router/README.md: it routes worse than the frozen one)")
 
+    s = add("outcome-eval", "route among any models by per-prompt outcome files: routed accuracy, baselines, "
+                            "cost-quality curve (with --out, a PNG beside the JSON)")
+    s.add_argument("--train", type=Path, nargs="+", required=True, help="outcome files (router/training/outcomes.py)")
+    s.add_argument("--test", type=Path, nargs="+", help="outcome files to report on (default: --holdout of the training rows)")
+    s.add_argument("--holdout", type=float, default=0.2, help="without --test: the share of training rows held out to report on")
+    s.add_argument("--models", type=Path, help="models.json with each model's input_price and output_price")
+
     s = add("label", "ask specialists checkable questions over an OpenAI-compatible API and write a quality matrix")
     s.add_argument("--profile", default="local")
     s.add_argument("--specialists", nargs="*", help="default: every specialist of the profile")
@@ -182,7 +199,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"data": cmd_data, "prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "quality-eval": cmd_quality_eval, "label": cmd_label,
+COMMANDS = {"data": cmd_data, "prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "quality-eval": cmd_quality_eval,
+            "outcome-eval": cmd_outcome_eval, "label": cmd_label,
             "cost-curve": cmd_cost_curve}
 
 

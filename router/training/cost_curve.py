@@ -14,7 +14,6 @@ request reaches any point between them); APGR = its mean. Random mixing scores 0
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from router.catalog import Profile, load_profile
 from router.encoder import MiniLMEncoder
 from router.policy import Weights, normalised_costs, rank
 from router.routing import Router
+from router.training.outcomes import read_outcomes
 from router.training.train import FitConfig, fit_head
 
 COST_WEIGHTS = [0.0] + [round(10 ** (e / 10), 4) for e in range(-30, 21)]  # 0.001 .. 100, log-spaced
@@ -32,13 +32,15 @@ FOLDS = 5
 
 
 def read_matrix(path: Path, names: list[str]) -> tuple[list[str], torch.Tensor]:
-    """Prompts and an (n, specialists) 0/1 outcome matrix, columns in `names` order (a label CSV)."""
-    with Path(path).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = [n for n in names if not rows or n not in rows[0]]
+    """Prompts and an (n, specialists) outcome matrix, columns in `names` order (a label CSV, or any outcome file
+    that grades every specialist on every prompt)."""
+    outcomes = read_outcomes(path)
+    missing = [n for n in names if n not in outcomes.scores]
     if missing:
         raise ValueError(f"{path}: no column for specialist(s) {missing}; label them first (python -m router label)")
-    return [r["prompt"] for r in rows], torch.tensor([[float(r[n] == "True") for n in names] for r in rows])
+    if ungraded := [n for n in names if None in outcomes.scores[n]]:
+        raise ValueError(f"{path}: specialist(s) {ungraded} not graded on every prompt")
+    return outcomes.prompts, torch.tensor([outcomes.scores[n] for n in names]).T
 
 
 def deployed_quality(router: Router, prompts: list[str]) -> torch.Tensor:

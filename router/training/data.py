@@ -9,7 +9,6 @@ with no options at all), so the router cannot learn domains from the layout of o
 from __future__ import annotations
 
 import ast
-import csv
 import gzip
 import hashlib
 import json
@@ -225,30 +224,3 @@ def read_prompt_file(path: Path) -> list[dict]:
         if not isinstance(row.get("prompt"), str) or row.get("domain") not in DOMAINS:
             raise ValueError(f"{path}:{i}: each line needs a string `prompt` and a `domain` in {DOMAINS}")
     return rows
-
-
-def read_outcomes(path: Path) -> tuple[list[str], dict[str, list[bool | None]]]:
-    """Per-model outcomes from a CSV (below) or the quality monitor's judged JSONL (serve/quality.py: one judged answer
-    per line, `prompt`, `model`, `correct`); None = that model's answer to that prompt was not graded."""
-    if ".jsonl" not in Path(path).suffixes:  # judged-<replica>.jsonl, and its rotated .jsonl.1, .jsonl.2, ...
-        return read_outcome_csv(path)
-    graded: dict[str, dict[str, bool]] = {}
-    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
-        row = json.loads(line) if line.strip() else None
-        if row is None:
-            continue
-        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("model"), str) or not isinstance(row.get("correct"), bool):
-            raise ValueError(f"{path}:{i}: a judged line needs a string `prompt` and `model` and a boolean `correct`")
-        graded.setdefault(row["prompt"], {})[row["model"]] = row["correct"]
-    models = sorted({m for by_model in graded.values() for m in by_model})
-    return list(graded), {m: [graded[p].get(m) for p in graded] for m in models}
-
-
-def read_outcome_csv(path: Path) -> tuple[list[str], dict[str, list[bool]]]:
-    """A per-model outcome file (RouteLLM layout): `prompt` and one boolean column per model; others ignored."""
-    with Path(path).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "prompt" not in rows[0]:
-        raise ValueError(f"{path}: expected a CSV with a `prompt` column")
-    booleans = [c for c in rows[0] if c != "prompt" and all(r[c] in ("True", "False") for r in rows)]
-    return [r["prompt"] for r in rows], {c: [r[c] == "True" for r in rows] for c in booleans}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from router.training.data import read_outcome_csv
+from router.training.outcomes import read_outcomes
 from router.encoder import MiniLMEncoder
 from router.training.train import FitConfig, fit_head
 
@@ -40,10 +40,11 @@ def read_pairs(files: list[Path], strong: str, weak: str, exclude: set[str]) -> 
     """Prompts and a (n, 2) [weak, strong] correctness matrix from outcome CSVs, minus excluded prompts."""
     prompts, outcomes = [], []
     for path in files:
-        file_prompts, columns = read_outcome_csv(path)
+        outcomes_file = read_outcomes(path)
+        file_prompts, columns = outcomes_file.prompts, outcomes_file.scores
         s, w = match_column(list(columns), strong, path), match_column(list(columns), weak, path)
         for i, prompt in enumerate(file_prompts):
-            if prompt not in exclude:
+            if prompt not in exclude and columns[w][i] is not None and columns[s][i] is not None:
                 prompts.append(prompt)
                 outcomes.append([float(columns[w][i]), float(columns[s][i])])
     return prompts, torch.tensor(outcomes)

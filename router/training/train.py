@@ -15,7 +15,8 @@ import torch
 from tqdm import tqdm
 
 from router.catalog import ROLES
-from router.training.data import DOMAIN_ROLE, load, read_outcomes
+from router.training.data import DOMAIN_ROLE, load
+from router.training.outcomes import read_outcomes
 from router.encoder import MiniLMEncoder
 from router.catalog import default_cache_dir
 from router.scorer import (HeadEnsemble, QualityHead, Scorer, checkpoint_encoder, read_checkpoint, reference_path,
@@ -110,24 +111,26 @@ def role_targets(domains: list[str]) -> torch.Tensor:
     return torch.tensor([ROLES.index(DOMAIN_ROLE[d]) for d in domains], dtype=torch.long)
 
 
-def outcome_matrix(prompts: list[str], files: list[Path]) -> tuple[list[str], list[str], torch.Tensor]:
-    """Merge outcome files (CSV or judged JSONL) into extra training rows: (their prompts, model names, (rows, models)
-    with NaN = unknown)."""
+def outcome_matrix(files: list[Path]) -> tuple[list[str], list[str], torch.Tensor, dict[str, list[str]]]:
+    """Merge outcome files (router/training/outcomes.py) into extra training rows: (their prompts, model names,
+    (rows, models) scores with NaN = unknown, the names of the files each model was graded in)."""
     by_prompt: dict[str, dict[str, float]] = {}
     names: list[str] = []
+    sources: dict[str, list[str]] = {}
     for path in files:
-        file_prompts, columns = read_outcomes(path)
-        for name, values in columns.items():
+        outcomes = read_outcomes(path)
+        for name, values in outcomes.scores.items():
             names += [name] if name not in names else []
-            for prompt, ok in zip(file_prompts, values):
-                if ok is not None:
-                    by_prompt.setdefault(prompt, {})[name] = float(ok)
+            sources.setdefault(name, []).append(Path(path).name)
+            for prompt, score in zip(outcomes.prompts, values):
+                if score is not None:
+                    by_prompt.setdefault(prompt, {})[name] = score
     rows = list(by_prompt)
     matrix = torch.full((len(rows), len(names)), math.nan)
     for i, prompt in enumerate(rows):
         for name, value in by_prompt[prompt].items():
             matrix[i, names.index(name)] = value
-    return rows, names, matrix
+    return rows, names, matrix, sources
 
 
 def training_items(limit: int | None, seed: int) -> list[dict]:
@@ -155,7 +158,7 @@ def train(out: Path | None = None, outcome_files: list[Path] = (), config: FitCo
     the scorer reads a student of the encoder, distilled or fine-tuned (trained first, on the same role items)."""
     items = training_items(limit, config.seed)
     encoder = MiniLMEncoder() if student is None else student_encoder(items, student, progress=True)
-    outcome_prompts, model_names, matrix = outcome_matrix([i["prompt"] for i in items], list(outcome_files))
+    outcome_prompts, model_names, matrix, model_sources = outcome_matrix(list(outcome_files))
     texts = [i["prompt"] for i in items] + outcome_prompts
     features = encoder.encode_cached(texts)
     roles = torch.cat([role_targets([i["domain"] for i in items]), torch.full((len(outcome_prompts),), -1)])
@@ -165,6 +168,7 @@ def train(out: Path | None = None, outcome_files: list[Path] = (), config: FitCo
     info = {"seed": config.seed, "epochs": config.epochs, "hidden": config.hidden, "members": config.members,
             "source_balance": config.source_balance, "label_smoothing": config.label_smoothing, "role_items": len(items),
             "outcome_items": len(outcome_prompts), "outcome_files": [Path(f).name for f in outcome_files],
+            "model_sources": model_sources,
             "student": describe(student),
             "domain_counts": {d: sum(i["domain"] == d for i in items) for d in DOMAIN_ROLE}}
     meta = {"version": version, "reference_rows": reference_rows(items, limit, config.seed)}

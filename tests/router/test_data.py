@@ -37,9 +37,10 @@ def test_the_quality_monitors_judged_lines_become_sparse_outcome_rows(tmp_path):
              {"prompt": "p2", "model": "b", "correct": True}]
     judged = tmp_path / "judged-r1.jsonl.1"  # a rotated file reads the same
     judged.write_text("".join(json.dumps({**line, "score": 0.7, "request_id": "x"}) + "\n" for line in lines))
-    prompts, names, matrix = outcome_matrix([], [judged])
+    prompts, names, matrix, sources = outcome_matrix([judged])
+    assert sources == {"a": [judged.name], "b": [judged.name]}
     assert prompts == ["p1", "p2"] and names == ["a", "b"]
     assert matrix[0].tolist() == [1.0, 0.0] and math.isnan(matrix[1, 0]) and matrix[1, 1] == 1.0
     judged.write_text(json.dumps({"prompt": "p", "model": "a", "correct": "yes"}) + "\n")
     with pytest.raises(ValueError, match="boolean `correct`"):
-        outcome_matrix([], [judged])
+        outcome_matrix([judged])

@@ -86,3 +86,45 @@ def test_a_scorer_that_fails_to_load_for_any_reason_falls_back_to_keywords_and_s
     assert decision.trace["scorer"] == f"keyword-fallback ({status['reason']})" and decision.winner == "tiny-coder"
     monkeypatch.undo()  # the same profile with the shipped checkpoint, intact and prepared: the trained scorer
     assert Router.from_profile(tiny_profile).scorer_status == {"name": "mlp:scorer-v1", "fallback": False}
+
+
+def test_each_specialists_quality_source_is_in_the_trace(router):
+    """The shipped checkpoint is role-only: every `local` specialist's quality is its role prior, and the trace says so."""
+    trace = router.decide("Solve 12x - 7 = 29 for x.").trace
+    assert trace["quality_from"] == {"qwen-coder-1.5b": "role prior (coder)", "qwen-coder-0.5b": "role prior (math)",
+                                     "smollm2-135m": "role prior (general, biomedical)"}
+
+
+@pytest.fixture(scope="module")
+def outcome_checkpoint(tmp_path_factory):
+    """A scorer whose per-model heads learnt from an LLMRouter-style file naming models as an operator's evals do."""
+    from router.training.train import FitConfig, train
+
+    folder = tmp_path_factory.mktemp("outcomes")
+    rows = [{"question": f"Write a Python function number {i} that sorts a list.", "scores": {"coder-7b": 1.0, "chat-1b": 0.0}}
+            for i in range(30)] + [{"question": f"Say hello to guest number {i}.", "scores": {"coder-7b": 0.0, "chat-1b": 1.0}}
+                                   for i in range(30)]
+    (folder / "evals.json").write_text(json.dumps(rows))
+    return train(folder / "s.pt", [folder / "evals.json"], FitConfig(epochs=8, hidden=32, members=1), limit=300)
+
+
+def test_a_catalog_mapping_sends_a_specialist_to_its_models_head(tiny_profile, outcome_checkpoint):
+    mapped = tiny_profile.model_copy(update={"specialists": [
+        s.model_copy(update={"quality_head": "coder-7b" if s.name == "tiny-coder" else "chat-1b"})
+        for s in tiny_profile.specialists]})
+    router = Router.from_profile(mapped, outcome_checkpoint)
+    assert router.quality_from == {"tiny-coder": "head coder-7b (evals.json)", "tiny-general": "head chat-1b (evals.json)"}
+    roles, models = router.predict(["Write a Python function number 99 that sorts a list."])
+    quality = router.specialist_quality(roles[0], models[0])
+    assert quality["tiny-coder"] > 0.5 > quality["tiny-general"]
+    unmapped = Router.from_profile(tiny_profile, outcome_checkpoint)  # names differ, no mapping: the role prior
+    assert unmapped.quality_from == {"tiny-coder": "role prior (coder, math)", "tiny-general": "role prior (general, biomedical)"}
+
+
+def test_a_specialist_mapped_to_a_head_the_checkpoint_lacks_is_refused_by_name(tiny_profile, outcome_checkpoint):
+    from router.catalog import CatalogError
+
+    typo = tiny_profile.model_copy(update={"specialists": [
+        tiny_profile.specialists[0].model_copy(update={"quality_head": "coder-7B"}), *tiny_profile.specialists[1:]]})
+    with pytest.raises(CatalogError, match=r"tiny-coder.*coder-7B.*its heads: \['coder-7b', 'chat-1b'\]"):
+        Router.from_profile(typo, outcome_checkpoint)

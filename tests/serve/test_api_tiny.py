@@ -41,6 +41,7 @@ def test_models_lists_auto_and_every_specialist_with_roles_and_windows(client: o
     assert models[CODER].model_extra["context_window"] == 256
     assert set(models[GENERAL].model_extra["roles"]) == {"general", "biomedical"}
     assert models["auto"].model_extra["scorer"] == {"name": "mlp:scorer-v1", "fallback": False}
+    assert models[GENERAL].model_extra["quality_from"] == "role prior (general, biomedical)"  # the shipped scorer: roles only
 
 
 @pytest.mark.parametrize("model", [CODER, GENERAL])

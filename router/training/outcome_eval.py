@@ -1,0 +1,225 @@
+"""`python -m router outcome-eval`: how well the router, trained on an operator's outcome file, picks among their models
+on another file, in LLMRouter's terms, with a cost-quality curve and the usual baselines beside it.
+
+routed_accuracy: the mean test score of the model whose head predicts the highest quality (cost weight 0);
+best_single: the model best on the training file, scored on the test file; oracle: the best model per prompt;
+gap_closed = (routed - best_single) / (oracle - best_single). Baselines on the same MiniLM embeddings: random (the
+expected score of a uniform pick), kNN (mean score of the k nearest training prompts) and a linear probe (ridge).
+
+The heads are fitted on the training file minus a seeded validation part, which picks the epochs (early stopping),
+the kNN's k and the ridge's alpha, and calibrates each model's head (Platt scaling) so that predicted quality trades
+against price in the units the cost weight assumes. Prices: a model's input + output price (as the policy adds them,
+normalised to the dearest), from a `models.json` like LLMRouter's; without one every model costs the same."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from router.encoder import MiniLMEncoder
+from router.training.cost_curve import COST_WEIGHTS
+from router.training.train import FitConfig, fit_head, outcome_matrix
+
+VALIDATION_SHARE = 0.15
+EPOCH_CANDIDATES = (2, 4, 8, 12, 20)
+KNN_CANDIDATES = (5, 10, 20, 50, 100)
+RIDGE_CANDIDATES = (0.1, 1.0, 10.0, 100.0)
+
+
+def read_prices(path: Path | None, models: list[str]) -> dict[str, float]:
+    """Input + output price per model from a models.json (`{model: {"input_price", "output_price"}}`), or 1 each."""
+    if path is None:
+        return dict.fromkeys(models, 1.0)
+    listed = json.loads(Path(path).read_text())
+    missing = [m for m in models if m not in listed]
+    if missing:
+        raise ValueError(f"{path}: no price for model(s) {missing}")
+    return {m: float(listed[m]["input_price"]) + float(listed[m]["output_price"]) for m in models}
+
+
+def routed_score(quality: torch.Tensor, outcomes: torch.Tensor) -> float:
+    """Mean outcome of the model with the highest predicted quality on each row."""
+    return float(outcomes.gather(1, quality.argmax(1, keepdim=True)).mean())
+
+
+def split(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (fit, validation) row indices."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = max(1, round(n * share))
+    return order[cut:], order[:cut]
+
+
+def knn_quality(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
+    """Per model, the mean observed score of the k nearest training prompts (cosine on unit vectors)."""
+    nearest = (x @ train_x.T).topk(min(k, len(train_x)), dim=1).indices
+    return train_y[nearest].nanmean(1).nan_to_num(0.0)
+
+
+def ridge_quality(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """A linear probe per model (with a bias), fitted in closed form on that model's observed rows."""
+    def with_bias(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t.double(), torch.ones(len(t), 1, dtype=torch.double)], 1)
+
+    columns = []
+    for j in range(train_y.shape[1]):
+        seen = ~train_y[:, j].isnan()
+        a, y = with_bias(train_x[seen]), train_y[seen, j].double()
+        w = torch.linalg.solve(a.T @ a + alpha * torch.eye(a.shape[1], dtype=torch.double), a.T @ y)
+        columns.append(with_bias(x) @ w)
+    return torch.stack(columns, 1).float()
+
+
+def platt(logits: torch.Tensor, targets: torch.Tensor, steps: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-model scale and shift of the head's logits that minimise cross-entropy on the validation rows."""
+    scale, shift = torch.ones(logits.shape[1], requires_grad=True), torch.zeros(logits.shape[1], requires_grad=True)
+    seen = ~targets.isnan()
+    optimiser = torch.optim.LBFGS([scale, shift], max_iter=steps)
+
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits((logits * scale + shift)[seen], targets[seen])
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    return scale.detach(), shift.detach()
+
+
+def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, config: FitConfig) -> tuple[dict, Callable[[torch.Tensor], torch.Tensor]]:
+    """Heads on the fit part, epochs chosen and Platt calibration fitted on the validation part; returns the choice
+    and a function from features to calibrated quality."""
+    fit, val = split(len(features), VALIDATION_SHARE, config.seed)
+    graded_val = val[~outcomes[val].isnan().any(1)]
+    no_roles = torch.full((len(fit),), -1)
+    by_epochs, heads = {}, {}
+    for epochs in EPOCH_CANDIDATES:
+        heads[epochs] = fit_head(features[fit], no_roles, outcomes[fit], replace(config, epochs=epochs))
+        with torch.inference_mode():
+            by_epochs[epochs] = routed_score(heads[epochs](features[graded_val])[1], outcomes[graded_val])
+    epochs = max(EPOCH_CANDIDATES, key=lambda e: (by_epochs[e], -e))
+    head = heads[epochs]
+    with torch.no_grad():  # not inference_mode: Platt scaling differentiates through these logits
+        val_logits = head(features[val])[1]
+    scale, shift = platt(val_logits, outcomes[val])
+
+    def quality(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return (head(x)[1] * scale + shift).sigmoid()
+
+    choice = {"n_fit": len(fit), "n_validation": len(val), "routed_by_epochs": _rounded(by_epochs), "epochs": epochs}
+    return choice, quality
+
+
+def tune(name: str, candidates: tuple, predict, features: torch.Tensor, outcomes: torch.Tensor, seed: int) -> tuple:
+    """A baseline's hyper-parameter chosen on the same validation part as the heads'."""
+    fit, val = split(len(features), VALIDATION_SHARE, seed)
+    val = val[~outcomes[val].isnan().any(1)]
+    scores = {c: routed_score(predict(features[fit], outcomes[fit], features[val], c), outcomes[val]) for c in candidates}
+    best = max(candidates, key=lambda c: (scores[c], -candidates.index(c)))
+    return best, {f"{name}_by_candidate": _rounded(scores), name: best}
+
+
+def sweep(quality: torch.Tensor, outcomes: torch.Tensor, prices: torch.Tensor) -> list[dict]:
+    """Accuracy and mean price per prompt at each cost weight: the pick maximises quality - weight x price / max."""
+    relative = prices / prices.max()
+    points = []
+    for weight in COST_WEIGHTS:
+        pick = (quality - weight * relative).argmax(1, keepdim=True)
+        points.append({"cost_weight": weight, "accuracy": round(float(outcomes.gather(1, pick).mean()), 4),
+                       "mean_price": round(float(prices[pick].mean()), 4)})
+    return points
+
+
+def price_ratio_at(points: list[dict], accuracy: float, price: float) -> float | None:
+    """The cheapest curve point reaching `accuracy`, as a share of `price`; None if no point reaches it."""
+    reached = [p["mean_price"] for p in points if p["accuracy"] >= accuracy]
+    return round(min(reached) / price, 4) if reached else None
+
+
+def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, models_json: Path | None = None,
+                 config: FitConfig = FitConfig(), holdout: float = 0.2) -> dict:
+    """Train on `train_files`, report on `test_files`; without test files, on a seeded `holdout` share of the
+    training rows that nothing else sees."""
+    if not test_files and not 0 < holdout < 1:
+        raise ValueError(f"--holdout {holdout}: give a share between 0 and 1, or --test files")
+    train_prompts, models, train_y, _ = outcome_matrix(train_files)
+    if test_files:
+        test_prompts, test_models, test_y, _ = outcome_matrix(test_files)
+        shared = [m for m in models if m in test_models]
+        train_y, test_y = train_y[:, [models.index(m) for m in shared]], test_y[:, [test_models.index(m) for m in shared]]
+        models = shared
+    else:
+        kept, held = split(len(train_prompts), holdout, config.seed + 1)  # not the validation part's seed
+        test_prompts, test_y = [train_prompts[i] for i in held.tolist()], train_y[held]
+        train_prompts, train_y = [train_prompts[i] for i in kept.tolist()], train_y[kept]
+    if len(models) < 2:
+        raise ValueError(f"the training and test files share {len(models)} model(s) ({models}); routing needs two")
+    graded = ~test_y.isnan().any(1)  # a test prompt counts only when every model was graded on it
+    test_prompts, test_y = [p for p, g in zip(test_prompts, graded.tolist()) if g], test_y[graded]
+    price_of = read_prices(models_json, models)
+    prices = torch.tensor(list(price_of.values()))
+    encoder = MiniLMEncoder()
+    train_x, test_x = encoder.encode_cached(train_prompts), encoder.encode_cached(test_prompts)
+
+    choice, quality = fit_quality(train_x, train_y, config)
+    k, knn_choice = tune("knn_k", KNN_CANDIDATES, knn_quality, train_x, train_y, config.seed)
+    alpha, ridge_choice = tune("ridge_alpha", RIDGE_CANDIDATES, ridge_quality, train_x, train_y, config.seed)
+    routed_quality = quality(test_x)
+    routed = routed_score(routed_quality, test_y)
+    best = int(train_y.nanmean(0).argmax())
+    best_single = float(test_y[:, best].mean())
+    oracle = float(test_y.max(1).values.mean())
+    curve = sweep(routed_quality, test_y, prices)
+    return {
+        "n": len(test_prompts), "models": models,
+        "train": {"files": [str(f) for f in train_files], "n": len(train_prompts), **choice, **knn_choice, **ridge_choice},
+        "test": {"files": [str(f) for f in test_files] if test_files else f"{holdout:.0%} of the training rows, held out",
+                 "ungraded_dropped": int((~graded).sum())},
+        "routed_accuracy": round(routed, 4), "best_single": round(best_single, 4), "best_single_model": models[best],
+        "oracle": round(oracle, 4),
+        "single_accuracy": {m: round(float(v), 4) for m, v in zip(models, test_y.mean(0))},
+        "gap_closed": round((routed - best_single) / (oracle - best_single), 4) if oracle > best_single else None,
+        "baselines": {
+            "random": round(float(test_y.mean()), 4), "best_single": round(best_single, 4),
+            "knn": round(routed_score(knn_quality(train_x, train_y, test_x, k), test_y), 4),
+            "linear_probe": round(routed_score(ridge_quality(train_x, train_y, test_x, alpha), test_y), 4),
+        },
+        "prices": price_of, "priced": models_json is not None,
+        "price_ratio_at_best_single_accuracy": price_ratio_at(curve, best_single, float(prices[best])),
+        "curve": curve, "seed": config.seed,
+    }
+
+
+def _rounded(scores: dict) -> dict:
+    return {str(k): round(v, 4) for k, v in scores.items()}
+
+
+def plot(report: dict, path: Path) -> None:
+    """Accuracy vs mean price per prompt: the router's sweep, each single model, the oracle and the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    curve = report["curve"]
+    ax.plot([p["mean_price"] for p in curve], [p["accuracy"] for p in curve], marker=".", label="router (cost weight sweep)")
+    for name, price in report["prices"].items():
+        ax.scatter(price, report["single_accuracy"][name], color="black", s=12, zorder=3)
+        ax.annotate(name, (price, report["single_accuracy"][name]), textcoords="offset points", xytext=(3, -8), fontsize=6)
+    for name, value, style in (("oracle", report["oracle"], "-"), ("kNN", report["baselines"]["knn"], ":"),
+                               ("linear probe", report["baselines"]["linear_probe"], "-.")):
+        ax.axhline(value, color="grey", linestyle=style, linewidth=0.8, label=f"{name} {value:.3f}")
+    ax.set_xlabel("mean price per prompt (input + output price)")
+    ax.set_ylabel("mean score on the test prompts")
+    ax.set_title(f"{len(report['models'])} models, {report['n']} test prompts: routed {report['routed_accuracy']:.3f}, "
+                 f"best single {report['best_single']:.3f}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
