@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ from torch import nn
 from router.catalog import ROLES, default_cache_dir
 from router.encoder import MiniLMEncoder
 
-CHECKPOINT_FORMAT = 4  # 4: kNN reference rebuilt from its rows; 3: reference inline; 2: one head; 1: token embeddings
+CHECKPOINT_FORMAT = 4  # 4: kNN reference rebuilt from its rows (+ optional calibration); 3: reference inline; 2: one head
 KNN_K = 10  # neighbours in the role vote (the kNN baseline's k)
 FEATURE_SCALE = 10.0  # unit-norm features are tiny per coordinate; this keeps the first layer's inputs O(1)
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "scorer-v1.pt"
@@ -65,6 +66,16 @@ class HeadEnsemble(nn.Module):
         roles = torch.stack([r.softmax(-1) for r, _ in outputs]).mean(0)
         models = torch.stack([m.sigmoid() for _, m in outputs]).mean(0)
         return roles.log(), torch.logit(models, eps=1e-6)
+
+
+class Calibration(NamedTuple):
+    """Per-model Platt scaling of the heads' quality logits, fitted on held-out outcomes (router/training/train.py)."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits * self.scale + self.shift
 
 
 def knn_probs(train_x: torch.Tensor, train_roles: torch.Tensor, test_x: torch.Tensor, k: int = KNN_K) -> torch.Tensor:
@@ -126,10 +137,11 @@ class Scorer:
     """Encoder + head; `predict` returns role probabilities and per-model quality for a batch of prompts."""
 
     def __init__(self, encoder: MiniLMEncoder, head: HeadEnsemble, model_names: list[str], meta: dict,
-                 reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                 reference: tuple[torch.Tensor, torch.Tensor] | None = None, calibration: Calibration | None = None) -> None:
         self.encoder = encoder
         self.head = head.eval()
         self.reference = reference
+        self.calibration = calibration
         # The head is a tiny MLP and the only torch work left in scoring (the encoder runs in onnxruntime with its
         # own threads): with torch's 2-thread pool a single-prompt call measured ~16 ms p50 vs ~5.6 ms with one.
         torch.set_num_threads(1)
@@ -144,6 +156,8 @@ class Scorer:
         with torch.inference_mode():
             x = self.encoder.encode(texts)
             role_logits, model_logits = self.head(x)
+            if self.calibration is not None:
+                model_logits = self.calibration.apply(model_logits)
             return role_probs(role_logits, x, self.reference), model_logits.sigmoid()
 
     def save(self, path: Path, train_info: dict) -> Path:
@@ -168,6 +182,7 @@ class Scorer:
                 "members": len(self.head.members),
                 "state": {k: v.half() for k, v in self.head.state_dict().items()},
                 "knn": knn,
+                "calibration": self.calibration._asdict() if self.calibration is not None else None,
                 "train": train_info,
             },
             path,
@@ -197,4 +212,5 @@ class Scorer:
                                  f"run `python -m router prepare --checkpoint {path}`")
             stored = torch.load(where, map_location="cpu", weights_only=True)
             reference = (stored["x"], stored["roles"].long())
-        return cls(encoder, head, blob["models"], meta, reference)
+        calibration = Calibration(**blob["calibration"]) if blob.get("calibration") else None
+        return cls(encoder, head, blob["models"], meta, reference, calibration)

@@ -6,9 +6,10 @@ best_single: the model best on the training file, scored on the test file; oracl
 gap_closed = (routed - best_single) / (oracle - best_single). Baselines on the same MiniLM embeddings: random (the
 expected score of a uniform pick), kNN (mean score of the k nearest training prompts) and a linear probe (ridge).
 
-The heads are fitted on the training file minus a seeded validation part, which picks the epochs (early stopping),
-the kNN's k and the ridge's alpha, and calibrates each model's head (Platt scaling) so that predicted quality trades
-against price in the units the cost weight assumes. Prices: a model's input + output price (as the policy adds them,
+The heads are fitted as `train` fits them: on the training file minus a seeded validation part, where each head
+stops at its lowest outcome loss (early stopping) and each model's head is calibrated (Platt scaling) so that
+predicted quality trades against price in the units the cost weight assumes; the same part tunes the kNN's k and the
+ridge's alpha. Prices: a model's input + output price (as the policy adds them,
 normalised to the dearest), from a `models.json` like LLMRouter's; without one every model costs the same."""
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import torch
 
 from router.encoder import MiniLMEncoder
 from router.training.cost_curve import COST_WEIGHTS
-from router.training.train import FitConfig, fit_head, outcome_matrix
+from router.training.train import VALIDATION_SHARE, FitConfig, fit_calibration, fit_head, outcome_matrix, split_rows
 
-VALIDATION_SHARE = 0.15
-EPOCH_CANDIDATES = (2, 4, 8, 12, 20)
+MAX_EPOCHS = 20  # early stopping picks fewer
 KNN_CANDIDATES = (5, 10, 20, 50, 100)
 RIDGE_CANDIDATES = (0.1, 1.0, 10.0, 100.0)
 
@@ -44,13 +44,6 @@ def read_prices(path: Path | None, models: list[str]) -> dict[str, float]:
 def routed_score(quality: torch.Tensor, outcomes: torch.Tensor) -> float:
     """Mean outcome of the model with the highest predicted quality on each row."""
     return float(outcomes.gather(1, quality.argmax(1, keepdim=True)).mean())
-
-
-def split(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded (fit, validation) row indices."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    cut = max(1, round(n * share))
-    return order[cut:], order[:cut]
 
 
 def knn_quality(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -73,50 +66,28 @@ def ridge_quality(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tensor,
     return torch.stack(columns, 1).float()
 
 
-def platt(logits: torch.Tensor, targets: torch.Tensor, steps: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-model scale and shift of the head's logits that minimise cross-entropy on the validation rows."""
-    scale, shift = torch.ones(logits.shape[1], requires_grad=True), torch.zeros(logits.shape[1], requires_grad=True)
-    seen = ~targets.isnan()
-    optimiser = torch.optim.LBFGS([scale, shift], max_iter=steps)
-
-    def loss() -> torch.Tensor:
-        optimiser.zero_grad()
-        value = torch.nn.functional.binary_cross_entropy_with_logits((logits * scale + shift)[seen], targets[seen])
-        value.backward()
-        return value
-
-    optimiser.step(loss)
-    return scale.detach(), shift.detach()
-
-
-def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, config: FitConfig) -> tuple[dict, Callable[[torch.Tensor], torch.Tensor]]:
-    """Heads on the fit part, epochs chosen and Platt calibration fitted on the validation part; returns the choice
+def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, config: FitConfig) -> tuple[dict, Callable]:
+    """The heads as `train` fits them: early-stopped and calibrated on the validation part; returns what was chosen
     and a function from features to calibrated quality."""
-    fit, val = split(len(features), VALIDATION_SHARE, config.seed)
-    graded_val = val[~outcomes[val].isnan().any(1)]
+    fit, val = split_rows(len(features), VALIDATION_SHARE, config.seed)
     no_roles = torch.full((len(fit),), -1)
-    by_epochs, heads = {}, {}
-    for epochs in EPOCH_CANDIDATES:
-        heads[epochs] = fit_head(features[fit], no_roles, outcomes[fit], replace(config, epochs=epochs))
-        with torch.inference_mode():
-            by_epochs[epochs] = routed_score(heads[epochs](features[graded_val])[1], outcomes[graded_val])
-    epochs = max(EPOCH_CANDIDATES, key=lambda e: (by_epochs[e], -e))
-    head = heads[epochs]
-    with torch.no_grad():  # not inference_mode: Platt scaling differentiates through these logits
-        val_logits = head(features[val])[1]
-    scale, shift = platt(val_logits, outcomes[val])
+    head = fit_head(features[fit], no_roles, outcomes[fit], replace(config, epochs=MAX_EPOCHS),
+                    validation=(features[val], outcomes[val]))
+    calibration = fit_calibration(head, features[val], outcomes[val])
 
     def quality(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return (head(x)[1] * scale + shift).sigmoid()
+            return calibration.apply(head(x)[1]).sigmoid()
 
-    choice = {"n_fit": len(fit), "n_validation": len(val), "routed_by_epochs": _rounded(by_epochs), "epochs": epochs}
+    graded_val = val[~outcomes[val].isnan().any(1)]
+    choice = {"n_fit": len(fit), "n_validation": len(val), "epochs_kept": head.epochs_kept,
+              "routed_validation": round(routed_score(quality(features[graded_val]), outcomes[graded_val]), 4)}
     return choice, quality
 
 
 def tune(name: str, candidates: tuple, predict, features: torch.Tensor, outcomes: torch.Tensor, seed: int) -> tuple:
     """A baseline's hyper-parameter chosen on the same validation part as the heads'."""
-    fit, val = split(len(features), VALIDATION_SHARE, seed)
+    fit, val = split_rows(len(features), VALIDATION_SHARE, seed)
     val = val[~outcomes[val].isnan().any(1)]
     scores = {c: routed_score(predict(features[fit], outcomes[fit], features[val], c), outcomes[val]) for c in candidates}
     best = max(candidates, key=lambda c: (scores[c], -candidates.index(c)))
@@ -153,7 +124,7 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
         train_y, test_y = train_y[:, [models.index(m) for m in shared]], test_y[:, [test_models.index(m) for m in shared]]
         models = shared
     else:
-        kept, held = split(len(train_prompts), holdout, config.seed + 1)  # not the validation part's seed
+        kept, held = split_rows(len(train_prompts), holdout, config.seed + 1)  # not the validation part's seed
         test_prompts, test_y = [train_prompts[i] for i in held.tolist()], train_y[held]
         train_prompts, train_y = [train_prompts[i] for i in kept.tolist()], train_y[kept]
     if len(models) < 2:

@@ -3,6 +3,7 @@ given, on one shared head; deterministic for a seed, a few seconds to minutes on
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import random
@@ -12,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from router.catalog import ROLES
@@ -19,9 +21,12 @@ from router.training.data import DOMAIN_ROLE, load
 from router.training.outcomes import read_outcomes
 from router.encoder import MiniLMEncoder
 from router.catalog import default_cache_dir
-from router.scorer import (HeadEnsemble, QualityHead, Scorer, checkpoint_encoder, read_checkpoint, reference_path,
-                           reference_set, save_reference)
+from router.scorer import (Calibration, HeadEnsemble, QualityHead, Scorer, checkpoint_encoder, read_checkpoint,
+                           reference_path, reference_set, save_reference)
 from router.training.encoder_finetune import DistillConfig, describe, student_encoder
+
+
+VALIDATION_SHARE = 0.15  # of the outcome rows: early stopping and calibration
 
 
 @dataclass(frozen=True)
@@ -51,15 +56,21 @@ def fit_head(
     config: FitConfig = FitConfig(),
     progress: bool = False,
     groups: list[str] | None = None,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> HeadEnsemble:
     """Fit `config.members` heads: label-smoothed (optionally class- and source-weighted) cross-entropy on rows
-    with a role (>= 0) + BCE on observed (non-NaN) outcomes. `groups`: each row's source, for source balancing."""
+    with a role (>= 0) + BCE on observed (non-NaN) outcomes. `groups`: each row's source, for source balancing.
+    `validation` (features, outcomes): each head keeps the epoch with the lowest outcome loss there (early stopping);
+    the epochs kept are the ensemble's `epochs_kept`."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny MLP: one thread is ~30x faster than two when other jobs share the cores
     try:
         weights = role_weights(roles, groups, config)
-        return HeadEnsemble([_fit_head(features, roles, outcomes, weights, replace(config, seed=config.seed + m), progress)
-                             for m in range(config.members)])
+        fitted = [_fit_head(features, roles, outcomes, weights, replace(config, seed=config.seed + m), progress, validation)
+                  for m in range(config.members)]
+        ensemble = HeadEnsemble([head for head, _ in fitted])
+        ensemble.epochs_kept = [epochs for _, epochs in fitted]
+        return ensemble
     finally:
         torch.set_num_threads(threads)
 
@@ -76,7 +87,15 @@ def role_weights(roles: torch.Tensor, groups: list[str] | None, config: FitConfi
     return weights / weights[has_role].mean() if has_role.any() else weights
 
 
-def _fit_head(features, roles, outcomes, weights, config, progress) -> QualityHead:
+def outcome_loss(head: nn.Module, features: torch.Tensor, outcomes: torch.Tensor) -> float:
+    """BCE of the head's per-model predictions on the observed outcomes."""
+    with torch.no_grad():
+        logits = head(features)[1]
+    observed = ~outcomes.isnan()
+    return float(torch.nn.functional.binary_cross_entropy_with_logits(logits[observed], outcomes[observed]))
+
+
+def _fit_head(features, roles, outcomes, weights, config, progress, validation) -> tuple[QualityHead, int]:
     seed_everything(config.seed)
     n = features.shape[0]
     outcomes = outcomes if outcomes is not None else torch.full((n, 0), math.nan)
@@ -84,8 +103,9 @@ def _fit_head(features, roles, outcomes, weights, config, progress) -> QualityHe
     has_role = roles >= 0
     optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = tqdm(range(config.epochs), desc=f"train (seed {config.seed})", disable=not progress)
+    best = (math.inf, config.epochs, None)  # (validation loss, epochs, weights)
     head.train()
-    for _ in steps:
+    for epoch in steps:
         for idx in torch.randperm(n).split(config.batch_size):
             role_logits, model_logits = head(features[idx])
             loss = torch.zeros(())
@@ -103,8 +123,41 @@ def _fit_head(features, roles, outcomes, weights, config, progress) -> QualityHe
             loss.backward()
             optimiser.step()
         steps.set_postfix(loss=f"{loss.item():.3f}")
+        if validation is not None:
+            head.eval()
+            if (val_loss := outcome_loss(head, *validation)) < best[0]:
+                best = (val_loss, epoch + 1, copy.deepcopy(head.state_dict()))
+            head.train()
     head.eval()
-    return head
+    if best[2] is not None:
+        head.load_state_dict(best[2])
+    return head, best[1]
+
+
+def fit_calibration(head: nn.Module, features: torch.Tensor, outcomes: torch.Tensor, steps: int = 200) -> Calibration:
+    """Per-model Platt scaling: the scale and shift of the head's logits that minimise cross-entropy on the observed
+    validation outcomes, so a predicted quality is a probability the cost weight can trade against price."""
+    with torch.no_grad():
+        logits = head(features)[1]
+    scale, shift = torch.ones(logits.shape[1], requires_grad=True), torch.zeros(logits.shape[1], requires_grad=True)
+    observed = ~outcomes.isnan()
+    optimiser = torch.optim.LBFGS([scale, shift], max_iter=steps)
+
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits((logits * scale + shift)[observed], outcomes[observed])
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    return Calibration(scale.detach(), shift.detach())
+
+
+def split_rows(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (kept, held out) row indices, `share` of them held out (at least one)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = max(1, round(n * share))
+    return order[cut:], order[:cut]
 
 
 def role_targets(domains: list[str]) -> torch.Tensor:
@@ -154,25 +207,32 @@ def draft_checkpoint_path(version: str) -> Path:
 
 def train(out: Path | None = None, outcome_files: list[Path] = (), config: FitConfig = FitConfig(),
           limit: int | None = None, version: str = "scorer-v1", student: DistillConfig | None = None) -> Path:
-    """The `train` command: role data from the packages (+ outcome CSVs) -> a versioned checkpoint; with `student`,
-    the scorer reads a student of the encoder, distilled or fine-tuned (trained first, on the same role items)."""
+    """The `train` command: role data from the packages (+ outcome files) -> a versioned checkpoint; with `student`,
+    the scorer reads a student of the encoder, distilled or fine-tuned (trained first, on the same role items).
+    With outcome files, a seeded share of their rows is held out: the heads stop at the epoch with the lowest outcome
+    loss there, and each model's head is calibrated on it."""
     items = training_items(limit, config.seed)
     encoder = MiniLMEncoder() if student is None else student_encoder(items, student, progress=True)
     outcome_prompts, model_names, matrix, model_sources = outcome_matrix(list(outcome_files))
-    texts = [i["prompt"] for i in items] + outcome_prompts
-    features = encoder.encode_cached(texts)
+    kept, held = split_rows(len(outcome_prompts), VALIDATION_SHARE, config.seed) if outcome_prompts else ([], [])
+    features = encoder.encode_cached([i["prompt"] for i in items] + outcome_prompts)
+    fit_rows = torch.cat([torch.arange(len(items)), len(items) + torch.as_tensor(kept, dtype=torch.long)])
     roles = torch.cat([role_targets([i["domain"] for i in items]), torch.full((len(outcome_prompts),), -1)])
     outcomes = torch.cat([torch.full((len(items), len(model_names)), math.nan), matrix])
     groups = [i["source"] for i in items] + ["outcomes"] * len(outcome_prompts)
-    head = fit_head(features, roles, outcomes, config, progress=True, groups=groups)
+    validation = (features[len(items) + held], matrix[held]) if outcome_prompts else None
+    head = fit_head(features[fit_rows], roles[fit_rows], outcomes[fit_rows], config, progress=True,
+                    groups=[groups[i] for i in fit_rows.tolist()], validation=validation)
+    calibration = fit_calibration(head, *validation) if validation is not None else None
     info = {"seed": config.seed, "epochs": config.epochs, "hidden": config.hidden, "members": config.members,
             "source_balance": config.source_balance, "label_smoothing": config.label_smoothing, "role_items": len(items),
             "outcome_items": len(outcome_prompts), "outcome_files": [Path(f).name for f in outcome_files],
-            "model_sources": model_sources,
+            "model_sources": model_sources, "outcome_validation_items": len(held),
+            "epochs_kept": head.epochs_kept if validation is not None else None,
             "student": describe(student),
             "domain_counts": {d: sum(i["domain"] == d for i in items) for d in DOMAIN_ROLE}}
     meta = {"version": version, "reference_rows": reference_rows(items, limit, config.seed)}
-    scorer = Scorer(encoder, head, model_names, meta, reference_set(features, roles))
+    scorer = Scorer(encoder, head, model_names, meta, reference_set(features[: len(items)], roles[: len(items)]), calibration)
     return scorer.save(out or draft_checkpoint_path(version), info)
 
 

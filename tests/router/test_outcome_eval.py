@@ -41,7 +41,7 @@ def test_the_report_has_llmrouters_fields_and_the_baselines(report: dict):
     assert report["n"] == 60 and report["models"] == ["mathy", "cody", "cheap"]
     assert {"routed_accuracy", "best_single", "oracle", "gap_closed", "curve"} <= set(report)
     assert set(report["baselines"]) == {"random", "best_single", "knn", "linear_probe"}
-    assert report["train"]["n_validation"] > 0 and report["train"]["epochs"] in (2, 4, 8, 12, 20)
+    assert report["train"]["n_validation"] > 0 and len(report["train"]["epochs_kept"]) == 5  # one per head
 
 
 def test_training_on_a_small_sample_learns_which_model_answers_which_prompt(report: dict):

@@ -42,7 +42,12 @@ def test_outcome_heads_are_trained_from_a_quality_matrix(tmp_path):
     matrix = tmp_path / "q.csv"
     matrix.write_text("prompt,alpha,beta\n" + "".join(f"What is {i} + {i}?,{i % 2 == 0},True\n" for i in range(40)))
     path = train(tmp_path / "s.pt", [matrix], FitConfig(epochs=2, hidden=32), limit=300)
-    assert Scorer.load(path).model_names == ["alpha", "beta"]
+    scorer = Scorer.load(path)
+    assert scorer.model_names == ["alpha", "beta"]
+    train_info = scorer.meta["train"]
+    assert train_info["outcome_validation_items"] == 6 and all(1 <= e <= 2 for e in train_info["epochs_kept"])
+    assert train_info["model_sources"] == {"alpha": ["q.csv"], "beta": ["q.csv"]}
+    assert scorer.calibration is not None and scorer.calibration.scale.shape == (2,)  # fitted on the 6 held-out rows
 
 
 def test_eval_prints_the_promised_fields(small_checkpoint, tmp_path, capsys, monkeypatch):
