@@ -261,6 +261,13 @@ def by_method(records: Iterable[dict], split: str) -> dict[str, dict[str, dict]]
     return table
 
 
+def answered_by_all(table: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """Only the items every method answered: a partial run (or pinned results run ahead of the ensembles) must not
+    compare methods on different items."""
+    shared = set.intersection(*(set(rows) for rows in table.values())) if table else set()
+    return {method: {item: r for item, r in rows.items() if item in shared} for method, rows in table.items()}
+
+
 def paired_ci(a: dict[str, bool], b: dict[str, bool], resamples: int = RESAMPLES,
               seed: int = BOOTSTRAP_SEED) -> list[float] | None:
     """95 % paired-bootstrap interval of accuracy(a) - accuracy(b) over the items both answered."""
@@ -367,10 +374,11 @@ def goals(methods: dict[str, dict], judged: bool = True) -> dict:
 
 def report(records: Iterable[dict], params: dict[str, float | None], profile: str, split: str = "test",
            planned: int | None = None) -> dict:
-    """Every method's figures on `split`, single_best chosen on dev, the oracle, scorer hits and the goals (judged only
-    once all `planned` items are in: a partial run's ratios are figures, not verdicts)."""
+    """Every method's figures on the items of `split` every method answered, single_best chosen on dev, the oracle,
+    scorer hits and the goals (judged only once all `planned` items are in: a partial run's ratios are figures, not
+    verdicts)."""
     records = list(records)
-    results = by_method(records, split)
+    results = answered_by_all(by_method(records, split))
     names = list(params)
     pinned = {n: correct_by_item(results[f"pinned:{n}"]) for n in names if f"pinned:{n}" in results}
     correct = {m: correct_by_item(r) for m, r in results.items()}

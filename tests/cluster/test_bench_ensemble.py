@@ -114,6 +114,14 @@ def test_goals_compare_routemoa_with_moa_and_single_best():
     assert partial["goals"]["routemoa_tokens_per_item_vs_moa"]["value"] == 0.2
 
 
+def test_only_items_every_method_answered_are_compared():
+    """Pinned results that ran ahead of the ensembles (i4, i5: big wrong) must not move single_best or the oracle."""
+    ahead = [_record("test", f"i{i}", f"pinned:{m}", False) for i in (4, 5) for m in ("big", "small")]
+    doc = report(_store() + ahead, PARAMS, "local", planned=60)
+    assert doc["items"] == 4 and all(m["n"] == 4 for m in doc["methods"].values())
+    assert doc["methods"]["single_best"]["accuracy"] == 0.25 and doc["methods"]["oracle"]["accuracy"] == 0.75
+
+
 def _item(k: int) -> Item:
     return Item(f"item{k}", "gsm8k", {"kind": "number", "task": f"What is {k} + 1?", "answer": str(k + 1)})
 
