@@ -3,8 +3,9 @@
 `prompt` is the text the ingress extracts (serve/requests.py `routing_text`: the last user message of a chat,
 or the completion prompt); the encoder reads its first 128 WordPiece tokens.
 Quality per specialist: the checkpoint's per-model head of the specialist's name (or of the `quality_head` the
-catalog maps it to: a model's name in the outcome files the scorer learnt from), otherwise the role prior P(prompt belongs to one of the specialist's roles) = the sum of the role probabilities of its roles
-(capped at 1), which works for any profile. Without a usable checkpoint the role probabilities come from the
+catalog maps it to: a model's name in the outcome files the scorer learnt from), otherwise the role prior
+P(prompt belongs to one of the specialist's roles) = the sum of the role probabilities of its roles (capped at 1),
+which works for any profile. Without a usable checkpoint the role probabilities come from the
 keyword baseline (router/keywords.py): a checkpoint that fails to load for any reason (missing, corrupt, built for
 another encoder, its kNN reference not prepared, a missing package) must not stop the router from serving, so every
 trace says so in `scorer` and `scorer_status` tells /healthz and /v1/models why.
@@ -77,6 +78,8 @@ class Router:
         self.fallback_reason = fallback_reason
         self.scorer_name = scorer.name if scorer else f"keyword-fallback ({fallback_reason})"
         self.quality_from = quality_sources(profile, scorer)
+        known = scorer.model_names if scorer else []
+        self.head_index = {s.name: known.index(head_name(s)) for s in profile.specialists if head_name(s) in known}
         self.batcher = MicroBatcher(self.predict)
 
     @property
@@ -102,11 +105,10 @@ class Router:
         return self.scorer.predict(texts)
 
     def specialist_quality(self, roles: torch.Tensor, models: torch.Tensor) -> dict[str, float]:
-        known = self.scorer.model_names if self.scorer else []
         quality = {}
         for s in self.profile.specialists:
-            if head_name(s) in known:
-                quality[s.name] = float(models[known.index(head_name(s))])
+            if s.name in self.head_index:
+                quality[s.name] = float(models[self.head_index[s.name]])
             else:
                 quality[s.name] = min(1.0, sum(float(roles[ROLES.index(r)]) for r in s.roles))
         return quality

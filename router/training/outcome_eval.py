@@ -66,10 +66,10 @@ def ridge_quality(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tensor,
     return torch.stack(columns, 1).float()
 
 
-def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, config: FitConfig) -> tuple[dict, Callable]:
-    """The heads as `train` fits them: early-stopped and calibrated on the validation part; returns what was chosen
-    and a function from features to calibrated quality."""
-    fit, val = split_rows(len(features), VALIDATION_SHARE, config.seed)
+def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, fit: torch.Tensor, val: torch.Tensor,
+                config: FitConfig) -> tuple[dict, Callable]:
+    """The heads as `train` fits them: on the `fit` rows, early-stopped and calibrated on the `val` rows; returns what
+    was chosen and a function from features to calibrated quality."""
     no_roles = torch.full((len(fit),), -1)
     head = fit_head(features[fit], no_roles, outcomes[fit], replace(config, epochs=MAX_EPOCHS),
                     validation=(features[val], outcomes[val]))
@@ -85,9 +85,9 @@ def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, config: FitConfi
     return choice, quality
 
 
-def tune(name: str, candidates: tuple, predict, features: torch.Tensor, outcomes: torch.Tensor, seed: int) -> tuple:
+def tune(name: str, candidates: tuple, predict, features: torch.Tensor, outcomes: torch.Tensor, fit: torch.Tensor,
+         val: torch.Tensor) -> tuple:
     """A baseline's hyper-parameter chosen on the same validation part as the heads'."""
-    fit, val = split_rows(len(features), VALIDATION_SHARE, seed)
     val = val[~outcomes[val].isnan().any(1)]
     scores = {c: routed_score(predict(features[fit], outcomes[fit], features[val], c), outcomes[val]) for c in candidates}
     best = max(candidates, key=lambda c: (scores[c], -candidates.index(c)))
@@ -136,9 +136,10 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
     encoder = MiniLMEncoder()
     train_x, test_x = encoder.encode_cached(train_prompts), encoder.encode_cached(test_prompts)
 
-    choice, quality = fit_quality(train_x, train_y, config)
-    k, knn_choice = tune("knn_k", KNN_CANDIDATES, knn_quality, train_x, train_y, config.seed)
-    alpha, ridge_choice = tune("ridge_alpha", RIDGE_CANDIDATES, ridge_quality, train_x, train_y, config.seed)
+    fit, val = split_rows(len(train_x), VALIDATION_SHARE, config.seed)
+    choice, quality = fit_quality(train_x, train_y, fit, val, config)
+    k, knn_choice = tune("knn_k", KNN_CANDIDATES, knn_quality, train_x, train_y, fit, val)
+    alpha, ridge_choice = tune("ridge_alpha", RIDGE_CANDIDATES, ridge_quality, train_x, train_y, fit, val)
     routed_quality = quality(test_x)
     routed = routed_score(routed_quality, test_y)
     best = int(train_y.nanmean(0).argmax())
