@@ -3,7 +3,9 @@ outcome heads, plus a k-nearest-neighbour vote over the training prompts' embedd
 
 Role probabilities = the mean of the heads' softmax averaged 50/50 with the share of the K nearest training
 prompts (cosine) per role. Leave-sources-out the two disagree on different prompts, and the average beats both
-(docs/router/README.md). Per-model quality comes from the heads only.
+(docs/router/README.md). Per-model quality comes from the heads; in a checkpoint trained on outcome files, it is the
+heads averaged with the outcome rows' kNN mean and a ridge probe on them (`OutcomeBlend`, kept inline in the
+checkpoint: the rows are the operator's, not a pinned dataset).
 
 The kNN vote searches its reference in bfloat16 (half the bytes read per prompt as float32; leave-sources-out
 top-1 moved by 0.04 points, docs/router/README.md).
@@ -28,7 +30,8 @@ from torch import nn
 from router.catalog import ROLES, default_cache_dir
 from router.encoder import MiniLMEncoder
 
-CHECKPOINT_FORMAT = 4  # 4: kNN reference rebuilt from its rows (+ optional calibration); 3: reference inline; 2: one head
+CHECKPOINT_FORMAT = 4  # 4: kNN reference rebuilt from its rows (+ optional calibration, outcome blend); 3: reference
+# inline; 2: one head
 KNN_K = 10  # neighbours in the role vote (the kNN baseline's k)
 FEATURE_SCALE = 10.0  # unit-norm features are tiny per coordinate; this keeps the first layer's inputs O(1)
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "scorer-v1.pt"
@@ -76,6 +79,34 @@ class Calibration(NamedTuple):
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         return logits * self.scale + self.shift
+
+
+def knn_outcomes(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
+    """Per model, the mean observed score (NaN = ungraded) of the k nearest outcome rows (cosine on unit vectors)."""
+    nearest = (x @ train_x.T).topk(min(k, len(train_x)), dim=1).indices
+    return train_y[nearest].nanmean(1).nan_to_num(0.0)
+
+
+def with_bias(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.double)], 1)
+
+
+def ridge_outcomes(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A linear probe per model: `weights` (feature_dim + 1 bias, models) fitted by router/training/train.py."""
+    return (with_bias(x) @ weights.double()).float()
+
+
+class OutcomeBlend(NamedTuple):
+    """Beside the heads, the outcome rows' own evidence: per-model quality = the mean of the calibrated heads, the kNN
+    mean outcome and a ridge probe (it routed better than each of the three: docs/benchmarks/outcome_eval.md)."""
+
+    x: torch.Tensor  # the outcome rows' features
+    y: torch.Tensor  # their scores per model, NaN where a model was not graded
+    k: int
+    ridge: torch.Tensor
+
+    def apply(self, x: torch.Tensor, head_quality: torch.Tensor) -> torch.Tensor:
+        return (head_quality + knn_outcomes(self.x, self.y, x, self.k) + ridge_outcomes(self.ridge, x)) / 3
 
 
 def knn_probs(train_x: torch.Tensor, train_roles: torch.Tensor, test_x: torch.Tensor, k: int = KNN_K) -> torch.Tensor:
@@ -137,8 +168,10 @@ class Scorer:
     """Encoder + head; `predict` returns role probabilities and per-model quality for a batch of prompts."""
 
     def __init__(self, encoder: MiniLMEncoder, head: HeadEnsemble, model_names: list[str], meta: dict,
-                 reference: tuple[torch.Tensor, torch.Tensor] | None = None, calibration: Calibration | None = None) -> None:
+                 reference: tuple[torch.Tensor, torch.Tensor] | None = None, calibration: Calibration | None = None,
+                 blend: OutcomeBlend | None = None) -> None:
         self.encoder = encoder
+        self.blend = blend
         self.head = head.eval()
         self.reference = reference
         self.calibration = calibration
@@ -158,7 +191,10 @@ class Scorer:
             role_logits, model_logits = self.head(x)
             if self.calibration is not None:
                 model_logits = self.calibration.apply(model_logits)
-            return role_probs(role_logits, x, self.reference), model_logits.sigmoid()
+            quality = model_logits.sigmoid()
+            if self.blend is not None:
+                quality = self.blend.apply(x, quality)
+            return role_probs(role_logits, x, self.reference), quality
 
     def save(self, path: Path, train_info: dict) -> Path:
         """Write the checkpoint, and the kNN reference into the cache where `load` looks for it."""
@@ -183,6 +219,7 @@ class Scorer:
                 "state": {k: v.half() for k, v in self.head.state_dict().items()},
                 "knn": knn,
                 "calibration": self.calibration._asdict() if self.calibration is not None else None,
+                "outcome_blend": {**self.blend._asdict(), "x": self.blend.x.half()} if self.blend is not None else None,
                 "train": train_info,
             },
             path,
@@ -213,4 +250,6 @@ class Scorer:
             stored = torch.load(where, map_location="cpu", weights_only=True)
             reference = (stored["x"], stored["roles"].long())
         calibration = Calibration(**blob["calibration"]) if blob.get("calibration") else None
-        return cls(encoder, head, blob["models"], meta, reference, calibration)
+        blend = blob.get("outcome_blend")
+        blend = OutcomeBlend(**{**blend, "x": blend["x"].float()}) if blend else None
+        return cls(encoder, head, blob["models"], meta, reference, calibration, blend)

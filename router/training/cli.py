@@ -92,7 +92,7 @@ def cmd_quality_eval(args: argparse.Namespace) -> dict:
 def cmd_outcome_eval(args: argparse.Namespace) -> dict:
     from router.training.outcome_eval import outcome_eval, plot
 
-    report = outcome_eval(args.train, args.test, args.models, FitConfig(seed=args.seed), args.holdout)
+    report = outcome_eval(args.train, args.test, args.models, FitConfig(seed=args.seed), args.holdout, args.learning_curve)
     if args.out:
         plot(report, args.out.with_suffix(".png"))
     return report
@@ -182,6 +182,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--test", type=Path, nargs="+", help="outcome files to report on (default: --holdout of the training rows)")
     s.add_argument("--holdout", type=float, default=0.2, help="without --test: the share of training rows held out to report on")
     s.add_argument("--models", type=Path, help="models.json with each model's input_price and output_price")
+    s.add_argument("--learning-curve", action="store_true",
+                   help="also refit on 1/8, 1/4, 1/2 of the fit rows: how the gap closed grows with data")
 
     s = add("label", "ask specialists checkable questions over an OpenAI-compatible API and write a quality matrix")
     s.add_argument("--profile", default="local")

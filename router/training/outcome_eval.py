@@ -1,20 +1,22 @@
 """`python -m router outcome-eval`: how well the router, trained on an operator's outcome file, picks among their models
 on another file, in LLMRouter's terms, with a cost-quality curve and the usual baselines beside it.
 
-routed_accuracy: the mean test score of the model whose head predicts the highest quality (cost weight 0);
-best_single: the model best on the training file, scored on the test file; oracle: the best model per prompt;
-gap_closed = (routed - best_single) / (oracle - best_single). Baselines on the same MiniLM embeddings: random (the
-expected score of a uniform pick), kNN (mean score of the k nearest training prompts) and a linear probe (ridge).
+routed_accuracy: the mean test score of the model the scorer rates highest (cost weight 0); best_single: the model
+best on the training file, scored on the test file; oracle: the best model per prompt; gap_closed = (routed -
+best_single) / (oracle - best_single). Baselines on the same MiniLM embeddings: random (the expected score of a
+uniform pick), kNN (mean score of the k nearest training prompts), a linear probe (ridge), and the heads alone.
 
-The heads are fitted as `train` fits them: on the training file minus a seeded validation part, where each head
-stops at its lowest outcome loss (early stopping) and each model's head is calibrated (Platt scaling) so that
-predicted quality trades against price in the units the cost weight assumes; the same part tunes the kNN's k and the
-ridge's alpha. Prices: a model's input + output price (as the policy adds them,
-normalised to the dearest), from a `models.json` like LLMRouter's; without one every model costs the same."""
+The scorer is fitted as `train` fits it: on the training file minus a seeded validation part, where each head stops at
+its lowest outcome loss (early stopping) and each model's head is calibrated (Platt scaling) so that predicted quality
+trades against price in the units the cost weight assumes; the same part tunes the kNN's k and the ridge's alpha, and
+quality is the mean of the three (router/scorer.py `OutcomeBlend`). Prices: a model's input + output price (as the
+policy adds them, normalised to the dearest), from a `models.json` like LLMRouter's; without one every model costs
+the same."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,11 +25,12 @@ import torch
 
 from router.encoder import MiniLMEncoder
 from router.training.cost_curve import COST_WEIGHTS
-from router.training.train import VALIDATION_SHARE, FitConfig, fit_calibration, fit_head, outcome_matrix, split_rows
+from router.scorer import knn_outcomes, ridge_outcomes
+from router.training.train import (VALIDATION_SHARE, FitConfig, fit_calibration, fit_head, fit_outcome_blend, fit_ridge,
+                                   outcome_matrix, routed_score, split_rows)
 
 MAX_EPOCHS = 20  # early stopping picks fewer
-KNN_CANDIDATES = (5, 10, 20, 50, 100)
-RIDGE_CANDIDATES = (0.1, 1.0, 10.0, 100.0)
+CURVE_SHARES = (0.125, 0.25, 0.5, 1.0)
 
 
 def read_prices(path: Path | None, models: list[str]) -> dict[str, float]:
@@ -41,57 +44,44 @@ def read_prices(path: Path | None, models: list[str]) -> dict[str, float]:
     return {m: float(listed[m]["input_price"]) + float(listed[m]["output_price"]) for m in models}
 
 
-def routed_score(quality: torch.Tensor, outcomes: torch.Tensor) -> float:
-    """Mean outcome of the model with the highest predicted quality on each row."""
-    return float(outcomes.gather(1, quality.argmax(1, keepdim=True)).mean())
-
-
-def knn_quality(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
-    """Per model, the mean observed score of the k nearest training prompts (cosine on unit vectors)."""
-    nearest = (x @ train_x.T).topk(min(k, len(train_x)), dim=1).indices
-    return train_y[nearest].nanmean(1).nan_to_num(0.0)
-
-
-def ridge_quality(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
-    """A linear probe per model (with a bias), fitted in closed form on that model's observed rows."""
-    def with_bias(t: torch.Tensor) -> torch.Tensor:
-        return torch.cat([t.double(), torch.ones(len(t), 1, dtype=torch.double)], 1)
-
-    columns = []
-    for j in range(train_y.shape[1]):
-        seen = ~train_y[:, j].isnan()
-        a, y = with_bias(train_x[seen]), train_y[seen, j].double()
-        w = torch.linalg.solve(a.T @ a + alpha * torch.eye(a.shape[1], dtype=torch.double), a.T @ y)
-        columns.append(with_bias(x) @ w)
-    return torch.stack(columns, 1).float()
-
-
 def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, fit: torch.Tensor, val: torch.Tensor,
-                config: FitConfig) -> tuple[dict, Callable]:
-    """The heads as `train` fits them: on the `fit` rows, early-stopped and calibrated on the `val` rows; returns what
-    was chosen and a function from features to calibrated quality."""
+                config: FitConfig) -> tuple[dict, Callable, Callable]:
+    """The scorer's quality as `train` fits it: heads on the `fit` rows, early-stopped and calibrated on the `val`
+    rows, blended with kNN and ridge; returns what was chosen, features -> quality, and features -> the heads' part."""
     no_roles = torch.full((len(fit),), -1)
     head = fit_head(features[fit], no_roles, outcomes[fit], replace(config, epochs=MAX_EPOCHS),
                     validation=(features[val], outcomes[val]))
     calibration = fit_calibration(head, features[val], outcomes[val])
+    blend, blend_choice = fit_outcome_blend(head, calibration, features, outcomes, fit, val)
 
-    def quality(x: torch.Tensor) -> torch.Tensor:
+    def heads(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return calibration.apply(head(x)[1]).sigmoid()
 
-    graded_val = val[~outcomes[val].isnan().any(1)]
-    choice = {"n_fit": len(fit), "n_validation": len(val), "epochs_kept": head.epochs_kept,
-              "routed_validation": round(routed_score(quality(features[graded_val]), outcomes[graded_val]), 4)}
-    return choice, quality
+    choice = {"n_fit": len(fit), "n_validation": len(val), "epochs_kept": head.epochs_kept, **blend_choice}
+    return choice, lambda x: blend.apply(x, heads(x)), heads
 
 
-def tune(name: str, candidates: tuple, predict, features: torch.Tensor, outcomes: torch.Tensor, fit: torch.Tensor,
-         val: torch.Tensor) -> tuple:
-    """A baseline's hyper-parameter chosen on the same validation part as the heads'."""
-    val = val[~outcomes[val].isnan().any(1)]
-    scores = {c: routed_score(predict(features[fit], outcomes[fit], features[val], c), outcomes[val]) for c in candidates}
-    best = max(candidates, key=lambda c: (scores[c], -candidates.index(c)))
-    return best, {f"{name}_by_candidate": _rounded(scores), name: best}
+def learning_curve(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                   fit: torch.Tensor, val: torch.Tensor, k: int, config: FitConfig) -> dict:
+    """Routed accuracy and gap closed when the heads (and kNN) learn from shares of the fit rows, with the validation
+    part and test rows fixed; the log-linear trend says how many times the data a third of the gap would take."""
+    best_single = float(test_y[:, int(train_y.nanmean(0).argmax())].mean())
+    oracle = float(test_y.max(1).values.mean())
+    points = []
+    for share in CURVE_SHARES:
+        rows = fit[: round(len(fit) * share)]  # `fit` is a seeded permutation: its prefixes are random subsets
+        _, quality, _ = fit_quality(train_x, train_y, rows, val, config)
+        routed = routed_score(quality(test_x), test_y)
+        points.append({"share": share, "n_fit": len(rows), "routed_accuracy": round(routed, 4),
+                       "gap_closed": round((routed - best_single) / (oracle - best_single), 4),
+                       "knn": round(routed_score(knn_outcomes(train_x[rows], train_y[rows], test_x, k), test_y), 4)})
+    doublings = torch.tensor([math.log2(p["n_fit"]) for p in points], dtype=torch.double)
+    gaps = torch.tensor([p["gap_closed"] for p in points], dtype=torch.double)
+    slope = float(((doublings - doublings.mean()) * (gaps - gaps.mean())).sum() / ((doublings - doublings.mean()) ** 2).sum())
+    more = (1 / 3 - points[-1]["gap_closed"]) / slope if slope > 0 else None
+    return {"points": points, "gap_closed_per_doubling": round(slope, 4),
+            "data_for_a_third_of_the_gap": f"{2 ** more:.3g}x the fit rows" if more is not None else "not on this trend"}
 
 
 def sweep(quality: torch.Tensor, outcomes: torch.Tensor, prices: torch.Tensor) -> list[dict]:
@@ -112,7 +102,7 @@ def price_ratio_at(points: list[dict], accuracy: float, price: float) -> float |
 
 
 def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, models_json: Path | None = None,
-                 config: FitConfig = FitConfig(), holdout: float = 0.2) -> dict:
+                 config: FitConfig = FitConfig(), holdout: float = 0.2, with_learning_curve: bool = False) -> dict:
     """Train on `train_files`, report on `test_files`; without test files, on a seeded `holdout` share of the
     training rows that nothing else sees."""
     if not test_files and not 0 < holdout < 1:
@@ -137,18 +127,17 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
     train_x, test_x = encoder.encode_cached(train_prompts), encoder.encode_cached(test_prompts)
 
     fit, val = split_rows(len(train_x), VALIDATION_SHARE, config.seed)
-    choice, quality = fit_quality(train_x, train_y, fit, val, config)
-    k, knn_choice = tune("knn_k", KNN_CANDIDATES, knn_quality, train_x, train_y, fit, val)
-    alpha, ridge_choice = tune("ridge_alpha", RIDGE_CANDIDATES, ridge_quality, train_x, train_y, fit, val)
+    choice, quality, heads = fit_quality(train_x, train_y, fit, val, config)
+    k, alpha = choice["knn_k"], choice["ridge_alpha"]
     routed_quality = quality(test_x)
     routed = routed_score(routed_quality, test_y)
     best = int(train_y.nanmean(0).argmax())
     best_single = float(test_y[:, best].mean())
     oracle = float(test_y.max(1).values.mean())
     curve = sweep(routed_quality, test_y, prices)
-    return {
+    report = {
         "n": len(test_prompts), "models": models,
-        "train": {"files": [str(f) for f in train_files], "n": len(train_prompts), **choice, **knn_choice, **ridge_choice},
+        "train": {"files": [str(f) for f in train_files], "n": len(train_prompts), **choice},
         "test": {"files": [str(f) for f in test_files] if test_files else f"{holdout:.0%} of the training rows, held out",
                  "ungraded_dropped": int((~graded).sum())},
         "routed_accuracy": round(routed, 4), "best_single": round(best_single, 4), "best_single_model": models[best],
@@ -157,17 +146,17 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
         "gap_closed": round((routed - best_single) / (oracle - best_single), 4) if oracle > best_single else None,
         "baselines": {
             "random": round(float(test_y.mean()), 4), "best_single": round(best_single, 4),
-            "knn": round(routed_score(knn_quality(train_x, train_y, test_x, k), test_y), 4),
-            "linear_probe": round(routed_score(ridge_quality(train_x, train_y, test_x, alpha), test_y), 4),
+            "knn": round(routed_score(knn_outcomes(train_x, train_y, test_x, k), test_y), 4),
+            "linear_probe": round(routed_score(ridge_outcomes(fit_ridge(train_x, train_y, alpha), test_x), test_y), 4),
+            "heads_only": round(routed_score(heads(test_x), test_y), 4),
         },
         "prices": price_of, "priced": models_json is not None,
         "price_ratio_at_best_single_accuracy": price_ratio_at(curve, best_single, float(prices[best])),
         "curve": curve, "seed": config.seed,
     }
-
-
-def _rounded(scores: dict) -> dict:
-    return {str(k): round(v, 4) for k, v in scores.items()}
+    if with_learning_curve:
+        report["learning_curve"] = learning_curve(train_x, train_y, test_x, test_y, fit, val, k, config)
+    return report
 
 
 def plot(report: dict, path: Path) -> None:

@@ -21,12 +21,14 @@ from router.training.data import DOMAIN_ROLE, load
 from router.training.outcomes import read_outcomes
 from router.encoder import MiniLMEncoder
 from router.catalog import default_cache_dir
-from router.scorer import (Calibration, HeadEnsemble, QualityHead, Scorer, checkpoint_encoder, read_checkpoint,
-                           reference_path, reference_set, save_reference)
+from router.scorer import (Calibration, HeadEnsemble, OutcomeBlend, QualityHead, Scorer, checkpoint_encoder, knn_outcomes,
+                           read_checkpoint, reference_path, reference_set, ridge_outcomes, save_reference, with_bias)
 from router.training.encoder_finetune import DistillConfig, describe, student_encoder
 
 
-VALIDATION_SHARE = 0.15  # of the outcome rows: early stopping and calibration
+VALIDATION_SHARE = 0.15  # of the outcome rows: early stopping, calibration, the blend's k and alpha
+KNN_CANDIDATES = (5, 10, 20, 50, 100)
+RIDGE_CANDIDATES = (0.1, 1.0, 10.0, 100.0)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,41 @@ def fit_calibration(head: nn.Module, features: torch.Tensor, outcomes: torch.Ten
     return Calibration(scale.detach(), shift.detach())
 
 
+def routed_score(quality: torch.Tensor, outcomes: torch.Tensor) -> float:
+    """Mean outcome of the model with the highest predicted quality on each row."""
+    return float(outcomes.gather(1, quality.argmax(1, keepdim=True)).mean())
+
+
+def fit_ridge(features: torch.Tensor, outcomes: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Closed-form ridge per model (with a bias) on that model's graded rows: (feature_dim + 1, models) weights."""
+    columns = []
+    for j in range(outcomes.shape[1]):
+        seen = ~outcomes[:, j].isnan()
+        a, y = with_bias(features[seen]), outcomes[seen, j].double()
+        columns.append(torch.linalg.solve(a.T @ a + alpha * torch.eye(a.shape[1], dtype=torch.double), a.T @ y))
+    return torch.stack(columns, 1).float()
+
+
+def fit_outcome_blend(head: nn.Module, calibration: Calibration, features: torch.Tensor, outcomes: torch.Tensor,
+                      fit: torch.Tensor, val: torch.Tensor) -> tuple[OutcomeBlend, dict]:
+    """The kNN's k and the ridge's alpha that route best on the validation rows (fitted on the `fit` rows), then both
+    refitted on the fit and validation rows together; returns the blend and the validation scores behind each choice."""
+    graded = val[~outcomes[val].isnan().any(1)]
+    x, y = features[graded], outcomes[graded]
+    knn = {k: routed_score(knn_outcomes(features[fit], outcomes[fit], x, k), y) for k in KNN_CANDIDATES}
+    ridges = {a: fit_ridge(features[fit], outcomes[fit], a) for a in RIDGE_CANDIDATES}
+    ridge = {a: routed_score(ridge_outcomes(w, x), y) for a, w in ridges.items()}
+    k, alpha = max(knn, key=knn.get), max(ridge, key=ridge.get)  # ties: the first candidate
+    with torch.no_grad():
+        heads = calibration.apply(head(x)[1]).sigmoid()
+    on_fit_rows = OutcomeBlend(features[fit], outcomes[fit], k, ridges[alpha])
+    validation = {"heads": routed_score(heads, y), "blend": routed_score(on_fit_rows.apply(x, heads), y),
+                  **{f"knn_k{c}": v for c, v in knn.items()}, **{f"ridge_alpha{c}": v for c, v in ridge.items()}}
+    rows = torch.cat([fit, val])
+    blend = OutcomeBlend(features[rows], outcomes[rows], k, fit_ridge(features[rows], outcomes[rows], alpha))
+    return blend, {"knn_k": k, "ridge_alpha": alpha, "validation": {n: round(v, 4) for n, v in validation.items()}}
+
+
 def split_rows(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded (kept, held out) row indices, `share` of them held out (at least one)."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -223,16 +260,20 @@ def train(out: Path | None = None, outcome_files: list[Path] = (), config: FitCo
     validation = (features[len(items) + held], matrix[held]) if outcome_prompts else None
     head = fit_head(features[fit_rows], roles[fit_rows], outcomes[fit_rows], config, progress=True,
                     groups=[groups[i] for i in fit_rows.tolist()], validation=validation)
-    calibration = fit_calibration(head, *validation) if validation is not None else None
+    calibration = blend = blend_choice = None
+    if validation is not None:
+        calibration = fit_calibration(head, *validation)
+        blend, blend_choice = fit_outcome_blend(head, calibration, features[len(items):], matrix, kept, held)
     info = {"seed": config.seed, "epochs": config.epochs, "hidden": config.hidden, "members": config.members,
             "source_balance": config.source_balance, "label_smoothing": config.label_smoothing, "role_items": len(items),
             "outcome_items": len(outcome_prompts), "outcome_files": [Path(f).name for f in outcome_files],
             "model_sources": model_sources, "outcome_validation_items": len(held),
-            "epochs_kept": head.epochs_kept if validation is not None else None,
+            "epochs_kept": head.epochs_kept if validation is not None else None, "outcome_blend": blend_choice,
             "student": describe(student),
             "domain_counts": {d: sum(i["domain"] == d for i in items) for d in DOMAIN_ROLE}}
     meta = {"version": version, "reference_rows": reference_rows(items, limit, config.seed)}
-    scorer = Scorer(encoder, head, model_names, meta, reference_set(features[: len(items)], roles[: len(items)]), calibration)
+    scorer = Scorer(encoder, head, model_names, meta, reference_set(features[: len(items)], roles[: len(items)]),
+                    calibration, blend)
     return scorer.save(out or draft_checkpoint_path(version), info)
 
 

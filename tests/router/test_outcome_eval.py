@@ -32,7 +32,7 @@ def report(tmp_path_factory) -> dict:
     (folder / "models.json").write_text(json.dumps(PRICES))
     out = folder / "report.json"
     assert main(["outcome-eval", "--train", str(folder / "train.json"), "--test", str(folder / "test.jsonl"),
-                 "--models", str(folder / "models.json"), "--json", "--out", str(out)]) == 0
+                 "--models", str(folder / "models.json"), "--learning-curve", "--json", "--out", str(out)]) == 0
     assert out.with_suffix(".png").stat().st_size > 10_000
     return json.loads(out.read_text())
 
@@ -40,7 +40,8 @@ def report(tmp_path_factory) -> dict:
 def test_the_report_has_llmrouters_fields_and_the_baselines(report: dict):
     assert report["n"] == 60 and report["models"] == ["mathy", "cody", "cheap"]
     assert {"routed_accuracy", "best_single", "oracle", "gap_closed", "curve"} <= set(report)
-    assert set(report["baselines"]) == {"random", "best_single", "knn", "linear_probe"}
+    assert set(report["baselines"]) == {"random", "best_single", "knn", "linear_probe", "heads_only"}
+    assert report["train"]["knn_k"] in (5, 10, 20, 50, 100) and "blend" in report["train"]["validation"]
     assert report["train"]["n_validation"] > 0 and len(report["train"]["epochs_kept"]) == 5  # one per head
 
 
@@ -55,3 +56,11 @@ def test_the_cost_weight_trades_accuracy_for_price(report: dict):
     assert quality_only["cost_weight"] == 0 and quality_only["mean_price"] == pytest.approx(1.8)
     assert thriftiest["mean_price"] == pytest.approx(0.2) and thriftiest["accuracy"] == pytest.approx(0.4)
     assert report["price_ratio_at_best_single_accuracy"] == pytest.approx(1.0)  # reaching 0.5 needs the dear models
+
+
+def test_the_learning_curve_refits_on_growing_shares_and_ends_at_the_reported_router(report: dict):
+    curve = report["learning_curve"]
+    assert [p["share"] for p in curve["points"]] == [0.125, 0.25, 0.5, 1.0]
+    assert [p["n_fit"] for p in curve["points"]] == sorted(p["n_fit"] for p in curve["points"])
+    assert curve["points"][-1]["routed_accuracy"] == report["routed_accuracy"]  # all the fit rows: the same heads
+    assert curve["points"][-1]["gap_closed"] == report["gap_closed"]

@@ -48,6 +48,10 @@ def test_outcome_heads_are_trained_from_a_quality_matrix(tmp_path):
     assert train_info["outcome_validation_items"] == 6 and all(1 <= e <= 2 for e in train_info["epochs_kept"])
     assert train_info["model_sources"] == {"alpha": ["q.csv"], "beta": ["q.csv"]}
     assert scorer.calibration is not None and scorer.calibration.scale.shape == (2,)  # fitted on the 6 held-out rows
+    assert scorer.blend is not None and scorer.blend.y.shape == (40, 2)  # the kNN and ridge keep every outcome row
+    assert train_info["outcome_blend"]["knn_k"] >= 5 and train_info["outcome_blend"]["ridge_alpha"] > 0
+    quality = scorer.predict(["What is 12 + 12?", "What is 7 + 7?"])[1]
+    assert (quality[:, 1] > quality[:, 0]).all()  # beta was right on every row, alpha on half of them
 
 
 def test_eval_prints_the_promised_fields(small_checkpoint, tmp_path, capsys, monkeypatch):
