@@ -27,7 +27,7 @@ from router.training.encoder_finetune import DistillConfig, describe, student_en
 
 
 VALIDATION_SHARE = 0.15  # of the outcome rows: early stopping, calibration, the blend's k and alpha
-KNN_CANDIDATES = (5, 10, 20, 50, 100)
+KNN_CANDIDATES = (5, 10, 20, 50, 100, 200, 400)
 RIDGE_CANDIDATES = (0.1, 1.0, 10.0, 100.0)
 
 
