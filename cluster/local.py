@@ -29,6 +29,7 @@ from cluster import redis_server
 from cluster.foreground import hold
 from cluster.observe import servers
 from router.catalog import Profile, default_cache_dir, load_profile
+from serve import proxy_middleware
 
 HOST = "127.0.0.1"
 DASHBOARD_PORT = 8265
@@ -101,6 +102,8 @@ class LocalCluster:
             raise ClusterError("a Ray cluster is already running on this machine: stop it with `ray stop` first")
         cpus = max(os.cpu_count() or 1, self.profile.max_engine_replicas + 1)
         os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")  # Serve's load metrics fresh within ~1 s
+        # Ray's proxy resends a request whose router replica died before answering (serve/proxy_middleware.py)
+        os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", proxy_middleware.IMPORT_PATH)
         _run(
             [cli("ray"), "start", "--head", f"--num-cpus={cpus}", "--include-dashboard=true", f"--dashboard-host={HOST}",
              f"--dashboard-port={DASHBOARD_PORT}", f"--metrics-export-port={METRICS_PORT}", f"--node-ip-address={HOST}", "--disable-usage-stats"]

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from router.catalog import load_profile
+from serve import proxy_middleware
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "specialist-router"
@@ -121,6 +122,8 @@ def test_default_render_is_the_generated_serve_config_on_autoscaled_gpu_workers(
     for group in (head, worker):
         assert container(group)["image"] == f"{IMAGE}:{chart_file('Chart.yaml')['appVersion']}"
         assert "HF_TOKEN" not in {e["name"] for e in container(group)["env"]}
+        env = {e["name"]: e.get("value") for e in container(group)["env"]}
+        assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == proxy_middleware.IMPORT_PATH  # wherever a proxy runs
         assert "annotations" not in group["template"]["metadata"]
 
 
