@@ -401,26 +401,28 @@ def report(records: Iterable[dict], params: dict[str, float | None], profile: st
 
 
 def write_plot(doc: dict, path: Path) -> None:
-    """Accuracy against tokens per item and against wall p50: one labelled point per method (single_best labels its
-    pinned specialist's point), the oracle as a line."""
+    """Accuracy against tokens per item and against wall p50: one point per method, told apart by colour and marker
+    in a shared legend (points at equal accuracy overlap, labels beside them did too); single_best names its pinned
+    specialist's point; the oracle as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    shown = [(name, m) for name, m in doc["methods"].items() if name != "single_best" and m["accuracy"] is not None]
     for ax, key, label in zip(axes, ("tokens_per_item", "wall_p50_s"), ("tokens per item", "wall p50 (s)")):
-        for name, m in doc["methods"].items():
-            if name != "single_best" and m[key] is not None and m["accuracy"] is not None:
-                text = f"{name} = single_best" if name == f"pinned:{doc['single_best']}" else name
-                ax.scatter(m[key], m["accuracy"], s=24)
-                ax.annotate(text, (m[key], m["accuracy"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        for i, (name, m) in enumerate(shown):
+            text = f"{name} = single_best" if name == f"pinned:{doc['single_best']}" else name
+            if m[key] is not None:
+                ax.scatter(m[key], m["accuracy"], s=40, marker="osv^DPX*h<>p"[i % 12], color=f"C{i % 10}", label=text,
+                           alpha=0.85)
         if (ceiling := doc["methods"].get("oracle", {}).get("accuracy")) is not None:
-            ax.axhline(ceiling, color="grey", linestyle="--", linewidth=0.8, label="oracle")
-            ax.legend(loc="lower right", fontsize=7)
+            ax.axhline(ceiling, color="grey", linestyle="--", linewidth=0.8, label="oracle (any pinned right)")
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     fig.suptitle(f"ensembles on {doc['profile']}: {doc['split']} split, {doc['items']} items")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
