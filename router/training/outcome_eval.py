@@ -25,8 +25,8 @@ import torch
 
 from router.encoder import MiniLMEncoder
 from router.training.cost_curve import COST_WEIGHTS
-from router.scorer import knn_outcomes, ridge_outcomes
-from router.training.train import (VALIDATION_SHARE, FitConfig, fit_calibration, fit_head, fit_outcome_blend, fit_ridge,
+from router.scorer import OutcomeBlend, knn_outcomes, ridge_outcomes
+from router.training.train import (VALIDATION_SHARE, FitConfig, fit_calibration, fit_head, fit_outcome_blend,
                                    outcome_matrix, routed_score, split_rows)
 
 MAX_EPOCHS = 20  # early stopping picks fewer
@@ -45,9 +45,9 @@ def read_prices(path: Path | None, models: list[str]) -> dict[str, float]:
 
 
 def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, fit: torch.Tensor, val: torch.Tensor,
-                config: FitConfig) -> tuple[dict, Callable, Callable]:
+                config: FitConfig) -> tuple[dict, Callable, OutcomeBlend]:
     """The scorer's quality as `train` fits it: heads on the `fit` rows, early-stopped and calibrated on the `val`
-    rows, blended with kNN and ridge; returns what was chosen, features -> quality, and features -> the heads' part."""
+    rows, blended with kNN and ridge; returns what was chosen, features -> the heads' part, and the blend."""
     no_roles = torch.full((len(fit),), -1)
     head = fit_head(features[fit], no_roles, outcomes[fit], replace(config, epochs=MAX_EPOCHS),
                     validation=(features[val], outcomes[val]))
@@ -59,22 +59,26 @@ def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, fit: torch.Tenso
             return calibration.apply(head(x)[1]).sigmoid()
 
     choice = {"n_fit": len(fit), "n_validation": len(val), "epochs_kept": head.epochs_kept, **blend_choice}
-    return choice, lambda x: blend.apply(x, heads(x)), heads
+    return choice, heads, blend
+
+
+def gap_closed(routed: float, best_single: float, oracle: float) -> float | None:
+    """(routed - best_single) / (oracle - best_single); None when no model beats the best single one anywhere."""
+    return round((routed - best_single) / (oracle - best_single), 4) if oracle > best_single else None
 
 
 def learning_curve(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                   fit: torch.Tensor, val: torch.Tensor, k: int, config: FitConfig) -> dict:
+                   fit: torch.Tensor, val: torch.Tensor, k: int, config: FitConfig, best_single: float,
+                   oracle: float) -> dict:
     """Routed accuracy and gap closed when the heads (and kNN) learn from shares of the fit rows, with the validation
     part and test rows fixed; the log-linear trend says how many times the data a third of the gap would take."""
-    best_single = float(test_y[:, int(train_y.nanmean(0).argmax())].mean())
-    oracle = float(test_y.max(1).values.mean())
     points = []
     for share in CURVE_SHARES:
         rows = fit[: round(len(fit) * share)]  # `fit` is a seeded permutation: its prefixes are random subsets
-        _, quality, _ = fit_quality(train_x, train_y, rows, val, config)
-        routed = routed_score(quality(test_x), test_y)
+        _, heads, blend = fit_quality(train_x, train_y, rows, val, config)
+        routed = routed_score(blend.apply(test_x, heads(test_x)), test_y)
         points.append({"share": share, "n_fit": len(rows), "routed_accuracy": round(routed, 4),
-                       "gap_closed": round((routed - best_single) / (oracle - best_single), 4),
+                       "gap_closed": gap_closed(routed, best_single, oracle),
                        "knn": round(routed_score(knn_outcomes(train_x[rows], train_y[rows], test_x, k), test_y), 4)})
     doublings = torch.tensor([math.log2(p["n_fit"]) for p in points], dtype=torch.double)
     gaps = torch.tensor([p["gap_closed"] for p in points], dtype=torch.double)
@@ -127,9 +131,8 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
     train_x, test_x = encoder.encode_cached(train_prompts), encoder.encode_cached(test_prompts)
 
     fit, val = split_rows(len(train_x), VALIDATION_SHARE, config.seed)
-    choice, quality, heads = fit_quality(train_x, train_y, fit, val, config)
-    k, alpha = choice["knn_k"], choice["ridge_alpha"]
-    routed_quality = quality(test_x)
+    choice, heads, blend = fit_quality(train_x, train_y, fit, val, config)
+    routed_quality = blend.apply(test_x, heads(test_x))
     routed = routed_score(routed_quality, test_y)
     best = int(train_y.nanmean(0).argmax())
     best_single = float(test_y[:, best].mean())
@@ -143,19 +146,20 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
         "routed_accuracy": round(routed, 4), "best_single": round(best_single, 4), "best_single_model": models[best],
         "oracle": round(oracle, 4),
         "single_accuracy": {m: round(float(v), 4) for m, v in zip(models, test_y.mean(0))},
-        "gap_closed": round((routed - best_single) / (oracle - best_single), 4) if oracle > best_single else None,
+        "gap_closed": gap_closed(routed, best_single, oracle),
         "baselines": {
             "random": round(float(test_y.mean()), 4), "best_single": round(best_single, 4),
-            "knn": round(routed_score(knn_outcomes(train_x, train_y, test_x, k), test_y), 4),
-            "linear_probe": round(routed_score(ridge_outcomes(fit_ridge(train_x, train_y, alpha), test_x), test_y), 4),
+            "knn": round(routed_score(knn_outcomes(blend.x, blend.y, test_x, blend.k), test_y), 4),  # the blend's parts
+            "linear_probe": round(routed_score(ridge_outcomes(blend.ridge, test_x), test_y), 4),
             "heads_only": round(routed_score(heads(test_x), test_y), 4),
         },
         "prices": price_of, "priced": models_json is not None,
         "price_ratio_at_best_single_accuracy": price_ratio_at(curve, best_single, float(prices[best])),
         "curve": curve, "seed": config.seed,
     }
-    if with_learning_curve:
-        report["learning_curve"] = learning_curve(train_x, train_y, test_x, test_y, fit, val, k, config)
+    if with_learning_curve and oracle > best_single:
+        report["learning_curve"] = learning_curve(train_x, train_y, test_x, test_y, fit, val, blend.k, config,
+                                                  best_single, oracle)
     return report
 
 
