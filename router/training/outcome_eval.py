@@ -132,7 +132,8 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
 
     fit, val = split_rows(len(train_x), VALIDATION_SHARE, config.seed)
     choice, heads, blend = fit_quality(train_x, train_y, fit, val, config)
-    routed_quality = blend.apply(test_x, heads(test_x))
+    heads_quality = heads(test_x)
+    routed_quality = blend.apply(test_x, heads_quality)
     routed = routed_score(routed_quality, test_y)
     best = int(train_y.nanmean(0).argmax())
     best_single = float(test_y[:, best].mean())
@@ -151,7 +152,7 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
             "random": round(float(test_y.mean()), 4), "best_single": round(best_single, 4),
             "knn": round(routed_score(knn_outcomes(blend.x, blend.y, test_x, blend.k), test_y), 4),  # the blend's parts
             "linear_probe": round(routed_score(ridge_outcomes(blend.ridge, test_x), test_y), 4),
-            "heads_only": round(routed_score(heads(test_x), test_y), 4),
+            "heads_only": round(routed_score(heads_quality, test_y), 4),
         },
         "prices": price_of, "priced": models_json is not None,
         "price_ratio_at_best_single_accuracy": price_ratio_at(curve, best_single, float(prices[best])),
