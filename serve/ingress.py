@@ -474,8 +474,7 @@ class RouterIngress:
             aggregator=config.aggregator or ranked[0], final_max_tokens=max_answer_tokens(parsed) or window,
             temperature=body.get("temperature") or 0.0,  # an ensemble's calls are deterministic unless asked otherwise
             sample_temperature=config.sample_temperature,
-            weights=(config.scorer_weight, config.self_weight, config.cross_weight),
-            score_gap=config.score_gap, early_stop=config.early_stop, deadline_s=deadline)
+            weights=(config.scorer_weight, config.self_weight, config.cross_weight), deadline_s=deadline)
 
     @staticmethod
     def _final_candidates(final: Call, ranked: list[str]) -> list[str]:

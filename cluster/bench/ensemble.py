@@ -6,6 +6,7 @@ temperature 0 with the labelling command's per-kind max_tokens and the response 
 router/training/graders.py; each (split, item, method) result is appended to a JSONL store, so a rerun resumes.
 
     python -m cluster.bench.ensemble --profile local --split dev       # every method on dev; picks single_best
+    python -m cluster.bench.ensemble --profile local --split dev --methods routemoa+score_gap=0.5   # tune on dev
     python -m cluster.bench.ensemble --profile local --split test --max-minutes 480   # resumable: run it again
     python -m cluster.bench.ensemble --profile local --report          # docs/benchmarks/ensemble.{json,png}
 """
@@ -30,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from router.catalog import ENSEMBLE_MODES, REPO_ROOT, default_cache_dir, load_profile
+from router.ensemble import spec
 from router.training import data
 from router.training.graders import grade
 from router.training.label import CODE_INSTRUCTION, MAX_TOKENS
@@ -138,14 +140,34 @@ def all_methods(names: list[str]) -> list[str]:
     return ["single", *(f"pinned:{n}" for n in names), *ENSEMBLE_MODES]
 
 
+def ensemble_of(method: str) -> tuple[str, dict] | None:
+    """(mode, request overrides) of an ensemble method: `routemoa`, or a variant for tuning on dev such as
+    `routemoa+score_gap=0.5+early_stop=1`; None for `single` and the pinned methods."""
+    mode, *settings = method.split("+")
+    if mode not in ENSEMBLE_MODES:
+        return None
+    overrides = {}
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        if name not in spec.FIELDS - {"mode"}:
+            raise ValueError(f"{method!r}: {name!r} is not a router.ensemble field ({', '.join(sorted(spec.FIELDS - {'mode'}))})")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name] = value
+    return mode, overrides
+
+
 def request_body(item: Item, method: str, proposer_cap: int | None = None) -> dict:
     """The labelling command's prompt and max_tokens; an ensemble's proposers get the same max_tokens, cut to
     `proposer_cap` (the profile's `proposer_max_tokens` is the most a request may ask for), or the profile's default."""
     max_tokens = MAX_TOKENS[item.kind]
     router: dict = {"cache": False}
     model = method.removeprefix("pinned:") if method.startswith("pinned:") else "auto"
-    if method in ENSEMBLE_MODES:
-        router["ensemble"] = {"mode": method, **({"max_tokens": min(max_tokens, proposer_cap)} if proposer_cap else {})}
+    if ensemble := ensemble_of(method):
+        mode, overrides = ensemble
+        router["ensemble"] = {"mode": mode, **({"max_tokens": min(max_tokens, proposer_cap)} if proposer_cap else {}),
+                              **overrides}
     prompt = item.check["task"] + (CODE_INSTRUCTION if KIND_GROUP[item.kind] == "code" else "")
     return {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}, "router": router}
@@ -310,7 +332,7 @@ def summarise(results: dict[str, dict], params: dict[str, float | None]) -> dict
     tokens = sum(total_tokens(r["usage"]) for r in records)
     prices = [priced(r, params) for r in records]
     price = None if None in prices or not records else round(sum(prices), 1)
-    ensembles = [r for r in ok if r["method"] in ENSEMBLE_MODES]
+    ensembles = [r for r in ok if ensemble_of(r["method"])]
     return {
         "n": len(records), "errors": len(records) - len(ok), "accuracy": _mean([r["correct"] for r in records]),
         "tokens_total": tokens, "tokens_per_item": round(tokens / len(records), 1) if records else None,
@@ -432,14 +454,15 @@ def write_plot(doc: dict, path: Path) -> None:
 # --- command line --------------------------------------------------------------------------------------------------
 
 def parse_methods(text: str | None, names: list[str]) -> list[str]:
-    """A comma list; `pinned` stands for every pinned specialist."""
+    """A comma list; `pinned` stands for every pinned specialist; an ensemble mode may carry `+field=value` settings."""
     known = all_methods(names)
     if not text:
         return known
     pinned = [m for m in known if m.startswith("pinned:")]
     methods = [m for part in text.split(",") for m in (pinned if part == "pinned" else [part])]
-    if unknown := [m for m in methods if m not in known]:
-        raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(known)} (or `pinned`)")
+    if unknown := [m for m in methods if m not in known and not ensemble_of(m)]:
+        raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(known)} (or `pinned`; a mode may add "
+                         "`+score_gap=0.5` and other router.ensemble fields)")
     return methods
 
 
@@ -452,7 +475,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--store", type=Path, help="results JSONL (default .cache/bench/ensemble/<profile>.jsonl)")
     parser.add_argument("--split", choices=("dev", "test"), default="test")
     parser.add_argument("--methods", help="comma list (default all): single, pinned (every pinned:<name>), pinned:<name>, "
-                        + ", ".join(ENSEMBLE_MODES))
+                        + ", ".join(ENSEMBLE_MODES) + "; a mode may carry router.ensemble settings: routemoa+score_gap=0.5")
     parser.add_argument("--limit", type=int, help="only the first N items of the split")
     parser.add_argument("--max-minutes", type=float, help="stop cleanly (before the next request) after this long")
     parser.add_argument("--proposer-max-tokens", type=int,

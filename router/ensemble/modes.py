@@ -42,8 +42,6 @@ class Plan:
     temperature: float  # the client's, for the final answer and deterministic proposals
     sample_temperature: float  # for repeated samples of one model
     weights: tuple[float, float, float]  # fusion: scorer, self, cross
-    score_gap: float
-    early_stop: float
     deadline_s: float
 
 
@@ -203,7 +201,7 @@ def complete(reply: Reply, plan: Plan) -> bool:
 def screen(plan: Plan) -> list[str]:
     """RouteMoA's screening: the top-k of the ranking, without those far below the best predicted quality."""
     best = max(plan.quality[name] for name in plan.ranked)
-    kept = [name for name in plan.ranked if plan.quality[name] >= best - plan.score_gap]
+    kept = [name for name in plan.ranked if plan.quality[name] >= best - plan.spec.score_gap]
     return kept[: plan.spec.proposers]
 
 
@@ -229,16 +227,16 @@ class RouteMoA:
         fused = {name: fuse(plan.quality[name], self_score(reply.mean_logprob), None, plan.weights) for name, reply in answered}
         r.annotate(fused)
         best, best_reply = max(answered, key=lambda pair: fused[pair[0]])
-        if fused[best] >= plan.early_stop and complete(best_reply, plan):
+        if fused[best] >= plan.spec.early_stop and complete(best_reply, plan):
             return r.outcome("select", best, answer=best_reply, early_stop=True, **screened)
         if len(answered) == 1 and complete(best_reply, plan):  # nobody to cross-check it with: aggregating one answer adds
             return r.outcome("select", best, answer=best_reply, early_stop=False, **screened)  # a call and nothing else
         if len(answered) > 1:
             fused = await self._cross(r, answered)
             best, best_reply = max(answered, key=lambda pair: fused[pair[0]])
-            if fused[best] >= plan.early_stop and complete(best_reply, plan):
+            if fused[best] >= plan.spec.early_stop and complete(best_reply, plan):
                 return r.outcome("select", best, answer=best_reply, early_stop=True, **screened)
-        references = sorted((pair for pair in answered if fused[pair[0]] >= fused[best] - plan.score_gap),
+        references = sorted((pair for pair in answered if fused[pair[0]] >= fused[best] - plan.spec.score_gap),
                             key=lambda pair: -fused[pair[0]])
         return r.aggregate_or_best(plan.aggregator, [reply for _, reply in references], early_stop=False, **screened)
 

@@ -9,7 +9,7 @@ from router.catalog import ENSEMBLE_MODES, Ensemble
 
 VIRTUAL_PREFIX = "ensemble-"
 ASSESSMENTS = ("logprob", "json")
-FIELDS = {"mode", "proposers", "layers", "max_tokens", "token_budget", "assessment"}
+FIELDS = {"mode", "proposers", "layers", "max_tokens", "token_budget", "assessment", "score_gap", "early_stop"}
 
 
 def virtual_model(mode: str) -> str:
@@ -31,6 +31,8 @@ class EnsembleSpec:
     layers: int
     max_tokens: int  # of every call but the final one
     token_budget: int | None
+    score_gap: float  # routemoa: screening and aggregation keep what is within this of the best
+    early_stop: float  # routemoa: a fused score at or above this answers at once
     assessment: str = "logprob"
 
 
@@ -41,6 +43,13 @@ def _int_field(raw: dict, name: str, default: int | None, low: int, high: int) -
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"router.ensemble.{name} must be an integer from {low} to {high}, got {value!r}")
     return value
+
+
+def _fraction_field(raw: dict, name: str, default: float) -> float:
+    value = raw.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"router.ensemble.{name} must be a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 def parse(raw: object, model_mode: str | None, config: Ensemble, specialists: int) -> EnsembleSpec:
@@ -72,4 +81,6 @@ def parse(raw: object, model_mode: str | None, config: Ensemble, specialists: in
         max_tokens=_int_field(raw, "max_tokens", config.proposer_max_tokens, 1, config.proposer_max_tokens),
         token_budget=_int_field(raw, "token_budget", config.token_budget, 1, config.max_token_budget),
         assessment=assessment,
+        score_gap=_fraction_field(raw, "score_gap", config.score_gap),
+        early_stop=_fraction_field(raw, "early_stop", config.early_stop),
     )

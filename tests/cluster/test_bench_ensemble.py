@@ -153,6 +153,8 @@ def test_request_bodies_turn_the_cache_off_and_pin_or_ask_for_an_ensemble():
     letter = Item("y", "mmlu/anatomy", {"kind": "letter", "task": "Which? A. x B. y", "answer": "A"})
     assert request_body(letter, "vote", proposer_cap=256)["router"]["ensemble"] == {"mode": "vote", "max_tokens": 32}
     assert request_body(letter, "vote")["router"]["ensemble"] == {"mode": "vote"}  # the profile's default
+    tuned = request_body(letter, "routemoa+score_gap=0.5+early_stop=1")["router"]["ensemble"]
+    assert tuned == {"mode": "routemoa", "score_gap": 0.5, "early_stop": 1}  # a variant tried on dev
     assert "```python" in single["messages"][0]["content"] and single["stream_options"] == {"include_usage": True}
 
 
@@ -187,5 +189,8 @@ def test_methods_and_urls_are_checked():
     assert parse_methods("single,pinned", ["big", "small"]) == ["single", "pinned:big", "pinned:small"]
     with pytest.raises(ValueError, match="unknown method"):
         parse_methods("single,mixture", ["big"])
+    assert parse_methods("routemoa+score_gap=0.35", ["big"]) == ["routemoa+score_gap=0.35"]
+    with pytest.raises(ValueError, match="'k' is not a router.ensemble field"):
+        parse_methods("routemoa+k=2", ["big"])
     with pytest.raises(SystemExit):
         parse_args(["--base-url", "http://10.0.0.5:8000"])

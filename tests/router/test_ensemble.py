@@ -75,6 +75,8 @@ def test_a_spec_fills_the_profile_defaults_and_a_virtual_model_names_its_mode():
     ({"mode": "vote"}, "moa", "disagree"),
     ({"mode": "vote", "k": 3}, None, "unknown field"),
     ({"mode": "vote", "assessment": "vibes"}, None, "assessment"),
+    ({"mode": "routemoa", "score_gap": 1.5}, None, "score_gap must be a number from 0 to 1"),
+    ({"mode": "routemoa", "early_stop": "high"}, None, "early_stop must be a number from 0 to 1"),
     ("vote", None, "must be an object"),
 ])
 def test_a_bad_ensemble_request_is_refused_with_the_reason(raw, model_mode, reason):
@@ -129,10 +131,11 @@ class FakeCaller:
 
 
 def plan(mode, **overrides):
-    raw = {"mode": mode, **{k: overrides.pop(k) for k in ("proposers", "layers", "token_budget", "assessment") if k in overrides}}
+    fields = ("proposers", "layers", "token_budget", "assessment", "score_gap", "early_stop")
+    raw = {"mode": mode, **{k: overrides.pop(k) for k in fields if k in overrides}}
     fields = dict(spec=spec.parse(raw, None, Ensemble(proposer_max_tokens=64), 3), messages=QUESTION, ranked=RANKED,
                   quality=QUALITY, aggregator="coder", final_max_tokens=128, temperature=0.0, sample_temperature=0.7,
-                  weights=(2.0, 1.0, 1.0), score_gap=0.2, early_stop=0.8, deadline_s=30.0)
+                  weights=(2.0, 1.0, 1.0), deadline_s=30.0)
     return modes.Plan(**{**fields, **overrides})
 
 
@@ -170,6 +173,13 @@ def test_routemoa_returns_a_lone_screened_proposal_without_aggregating_it():
     outcome = run(plan("routemoa", quality={"coder": 0.9, "math": 0.5, "general": 0.3}), caller)
     assert [c.model for c in caller.calls] == ["coder"] and outcome.trace["screen"]["kept"] == ["coder"]
     assert outcome.answer.model == "coder" and outcome.trace["early_stop"] is False and outcome.final is None
+
+
+def test_a_request_sets_routemoas_thresholds_within_the_profiles_bounds():
+    assert (spec.parse({"mode": "routemoa"}, None, Ensemble(score_gap=0.3), 3).score_gap, plan("routemoa").spec.early_stop) == (0.3, 0.8)
+    caller = FakeCaller(confidence={"coder": 0.95, "math": 0.5, "general": 0.5})
+    outcome = run(plan("routemoa", score_gap=1, early_stop=1), caller)  # keep all three, never stop early
+    assert outcome.trace["screen"]["kept"] == ["coder", "math", "general"] and outcome.trace["early_stop"] is False
 
 
 def test_routemoa_can_judge_with_the_papers_json_scores():

@@ -139,6 +139,7 @@ def test_at_the_deadline_a_stalled_proposer_is_cancelled_and_the_others_answer(h
     ({"model": "auto", "router": {"ensemble": {"mode": "debate"}}}, "router.ensemble"),
     ({"model": "auto", "router": {"ensemble": {"mode": "routemoa", "proposers": 5}}}, "router.ensemble"),
     ({"model": "ensemble-moa", "router": {"ensemble": {"layers": 0}}}, "router.ensemble"),
+    ({"model": "ensemble-routemoa", "router": {"ensemble": {"score_gap": -0.1}}}, "router.ensemble"),
     ({"model": "ensemble-vote", "router": {"ensemble": {"max_tokens": 100000}}}, "router.ensemble"),
     ({"model": "ensemble-vote", "router": {"ensemble": {"token_budget": 5}}}, "router.ensemble.token_budget"),
     ({"model": CODER, "router": {"ensemble": {"mode": "vote"}}}, "model"),
