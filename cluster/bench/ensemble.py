@@ -325,6 +325,14 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
+def accuracy_by_kind(records: list[dict]) -> dict[str, float]:
+    """Accuracy per kind group (number, code, letter): where a method wins and loses, which the total hides."""
+    groups: dict[str, list[bool]] = {}
+    for r in records:
+        groups.setdefault(KIND_GROUP[r["kind"]], []).append(r["correct"])
+    return {group: _mean(values) for group, values in sorted(groups.items())}
+
+
 def summarise(results: dict[str, dict], params: dict[str, float | None]) -> dict:
     """One method's figures; latencies over answered requests, accuracy and tokens over all (an error is wrong)."""
     records = list(results.values())
@@ -335,6 +343,7 @@ def summarise(results: dict[str, dict], params: dict[str, float | None]) -> dict
     ensembles = [r for r in ok if ensemble_of(r["method"])]
     return {
         "n": len(records), "errors": len(records) - len(ok), "accuracy": _mean([r["correct"] for r in records]),
+        "accuracy_by_kind": accuracy_by_kind(records),
         "tokens_total": tokens, "tokens_per_item": round(tokens / len(records), 1) if records else None,
         "tokens_x_params_b": price, "tokens_x_params_b_per_item": None if price is None else round(price / len(records), 1),
         "wall_p50_s": _percentile([r["wall_s"] for r in ok], 50), "wall_p95_s": _percentile([r["wall_s"] for r in ok], 95),

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from cluster.bench.ensemble import (
-    ITEMS_PATH, BIOMED_SUBJECT, KIND_GROUP, Item, ItemsError, Sent, load_items, paired_ci, parse_args, parse_methods,
-    priced, read_store, read_stream, report, request_body, result, run, write_items,
+    ITEMS_PATH, BIOMED_SUBJECT, KIND_GROUP, Item, ItemsError, Sent, accuracy_by_kind, load_items, paired_ci, parse_args,
+    parse_methods, priced, read_store, read_stream, report, request_body, result, run, write_items,
 )
 from router.training import data
 
@@ -91,6 +91,14 @@ def test_report_has_every_promised_field_and_chooses_single_best_on_dev():
     assert doc["single_best"] == best["model"] == "small" and best["accuracy"] == 0.25  # chosen on dev, not on test
     assert doc["methods"]["oracle"]["accuracy"] == 0.75
     assert doc["methods"]["moa"]["accuracy_diff_vs_moa_ci"] == [0.0, 0.0]
+
+
+def test_accuracy_is_also_reported_per_kind_group():
+    rows = [_record("test", "a", "moa", True), _record("test", "b", "moa", False),
+            _record("test", "c", "moa", True, kind="letter"), _record("test", "d", "moa", False, kind="humaneval"),
+            _record("test", "e", "moa", True, kind="leetcode")]
+    assert accuracy_by_kind(rows) == {"code": 0.5, "letter": 1.0, "number": 0.5}
+    assert report(_store(), PARAMS, "local")["methods"]["pinned:big"]["accuracy_by_kind"] == {"number": 0.5}
 
 
 def test_report_prices_each_call_by_its_model_and_counts_scorer_hits():
