@@ -30,7 +30,7 @@ from serve.cache import ResponseCache, cache_key
 from serve.cluster_metrics import ServeMetricsPoller
 from serve.dispatch import Upstream, call_specialist, is_context_overflow
 from serve.ensemble import add_usage, add_usage_to_sse, call_body, completion, completion_events, final_body, reply_of
-from serve.errors import APIError, bad_request, internal_error, model_not_found, unavailable
+from serve.errors import APIError, bad_request, internal_error, model_not_found, unavailable, upstream_timeout
 from serve.jsonl_log import JsonlLog
 from serve.load import LoadTracker
 from serve.metrics import RouterMetrics
@@ -72,15 +72,19 @@ def _event(error: APIError) -> str:
     return f"data: {json.dumps(error.body())}\n\n"
 
 
-async def _sse(upstream: Upstream, stack: ExitStack, extra_usage: dict[str, int] | None = None) -> AsyncIterator[str]:
-    """Relay the specialist's SSE packets as they come (adding earlier calls' usage); end with [DONE]; release the
-    load slot however it ends."""
+async def _sse(upstream: Upstream, stack: ExitStack, model: str, deadline_s: float, give_up_at: float,
+               extra_usage: dict[str, int] | None = None) -> AsyncIterator[str]:
+    """Relay the specialist's SSE packets as they come (adding earlier calls' usage) until the request's deadline;
+    end with [DONE]; release the load slot however it ends."""
     done = False
     try:
-        async for packet in _chain(upstream):
+        async for packet in _chain(upstream, give_up_at):
             text = "".join(packet) if isinstance(packet, list) else packet
             done = done or text.rstrip().endswith("data: [DONE]")
             yield add_usage_to_sse(text, extra_usage) if extra_usage else text
+    except TimeoutError:  # a stalled engine must not hold the stream past the deadline the client was promised
+        log.warning("stream from %s passed the request's deadline", model)
+        yield _event(upstream_timeout(model, deadline_s))
     except Exception as e:  # the specialist died mid-stream: tell the client in-band, the status line is gone
         log.warning("stream from upstream broke: %s", e)
         yield _event(unavailable("the model stopped while streaming; retry the request"))
@@ -92,10 +96,15 @@ async def _sse(upstream: Upstream, stack: ExitStack, extra_usage: dict[str, int]
         yield "data: [DONE]\n\n"
 
 
-async def _chain(upstream: Upstream) -> AsyncIterator[Any]:
+async def _chain(upstream: Upstream, give_up_at: float) -> AsyncIterator[Any]:
+    """The first packet, then the rest, each waited for only until `give_up_at` (TimeoutError past it)."""
     yield upstream.first
     assert upstream.rest is not None
-    async for packet in upstream.rest:
+    while True:
+        try:
+            packet = await asyncio.wait_for(anext(upstream.rest), timeout=give_up_at - time.monotonic())
+        except StopAsyncIteration:
+            return
         yield packet
 
 
@@ -310,6 +319,7 @@ class RouterIngress:
             text = routing_text(method, body)
             record.graded = (body["messages"] if method == "chat" else [{"role": "user", "content": text}], text)
         deadline = self._deadline(request)
+        give_up_at = time.monotonic() + deadline
         hints = router_hints(body)
         spec = self._ensemble_spec(method, body, hints)
         key = cache_key(body) if self.cache is not None and hints.cache and method == "chat" else None
@@ -318,15 +328,15 @@ class RouterIngress:
             record.trace = {**trace, "cache": {"hit": True, "hits": self.cache.hits}}
             return self._answered(body, reply, record.trace, {})
         if spec is not None:
-            return await self._ensemble(body, parsed, spec, hints, deadline, key, record)
+            return await self._ensemble(body, parsed, spec, hints, deadline, give_up_at, key, record)
         candidates, record.trace = await self._candidates(method, body, hints, max_answer_tokens(parsed))
         trace = record.trace
         if key is not None:
             trace["cache"] = {"hit": False}
-        name, upstream, stack = await self._first_answer(method, candidates, lambda _: body, trace, deadline)
+        name, upstream, stack = await self._first_answer(method, candidates, lambda _: body, trace, _remaining(give_up_at))
         if key is not None and not upstream.is_stream:
             self.cache.put(key, reply_of(name, upstream.first, 0.0), trace)
-        return self._respond(upstream, stack, self._headers(trace))
+        return self._respond(upstream, stack, name, deadline, give_up_at, self._headers(trace))
 
     async def _start(self, name: str, method: str, payload: Any, deadline_s: float, stack: ExitStack) -> Upstream:
         """One call through the dispatch path, holding the specialist's load slot on `stack`; a dead engine marks it
@@ -422,7 +432,7 @@ class RouterIngress:
             raise bad_request(str(e), param=param) from None
 
     async def _ensemble(self, body: dict[str, Any], parsed: Any, spec: ensemble_spec.EnsembleSpec, hints: RouterHints,
-                        deadline: float, key: str | None, record: Record) -> Response:
+                        deadline: float, give_up_at: float, key: str | None, record: Record) -> Response:
         snapshot = self.load.snapshot(max_answer_tokens(parsed))
         decision, ranked = await self._decide("chat", body, hints, snapshot)
         trace: dict[str, Any] = {"mode": "ensemble", **decision.trace, **({"cache": {"hit": False}} if key else {})}
@@ -430,9 +440,8 @@ class RouterIngress:
         if reason := ensembles.degrade_reason({n: snapshot[n] for n in ranked[: spec.proposers]},
                                               self.profile.ensemble.degrade_utilisation):
             trace.update(mode=AUTO, ensemble={"mode": spec.mode, "degraded": reason})
-            name, upstream, stack = await self._first_answer("chat", ranked, lambda _: body, trace, deadline)
-            return self._respond(upstream, stack, self._headers(trace))
-        give_up_at = time.monotonic() + deadline
+            name, upstream, stack = await self._first_answer("chat", ranked, lambda _: body, trace, _remaining(give_up_at))
+            return self._respond(upstream, stack, name, deadline, give_up_at, self._headers(trace))
         plan = self._plan(spec, body, parsed, decision, ranked, deadline)
         try:
             ensembles.check_budget(plan)
@@ -542,7 +551,7 @@ class RouterIngress:
             return
         outcome.trace["calls"] += 1
         yield _trace_comment(trace)
-        async for packet in _sse(upstream, stack, outcome.trace["usage"]):
+        async for packet in _sse(upstream, stack, name, plan.deadline_s, give_up_at, outcome.trace["usage"]):
             yield packet
 
     def _deadline(self, request: Request) -> float:
@@ -559,10 +568,13 @@ class RouterIngress:
             raise bad_request(f"{DEADLINE_HEADER} must be a positive number of seconds, got {raw!r}")
         return min(asked, limit)
 
-    def _respond(self, upstream: Upstream, stack: ExitStack, headers: dict[str, str]) -> Response:
-        """The specialist's answer as the client asked for it; the load slot is released when it is sent."""
+    def _respond(self, upstream: Upstream, stack: ExitStack, model: str, deadline_s: float, give_up_at: float,
+                 headers: dict[str, str]) -> Response:
+        """The specialist's answer as the client asked for it, a stream within the request's deadline; the load slot
+        is released when it is sent."""
         if not upstream.is_stream:
             stack.close()
             return JSONResponse(upstream.first.model_dump(mode="json", exclude_none=True), headers=headers)
-        return StreamingResponse(_sse(upstream, stack), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_sse(upstream, stack, model, deadline_s, give_up_at), media_type="text/event-stream",
+                                 headers=headers)
 

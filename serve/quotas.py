@@ -1,10 +1,10 @@
 """Per-key quotas that every ingress replica shares through one Redis: requests per minute, tokens per minute and
 requests in flight (docs/security.md).
 
-Requests use the `limits` library's moving window (no burst at a window's edge). Tokens use its fixed window: a
-request's tokens are known only when it ends, so they are charged then, always in full (a moving window refuses a
-charge larger than what is left, and stores one entry per token); a key whose window is spent is refused until it
-resets. Requests in flight are a Redis sorted set of slots per key, each with its own expiry, so a replica that dies
+Requests use a moving window (no burst at a window's edge): one Redis script counts and admits in one step, so two
+requests at once never read the same `remaining`. Tokens use the `limits` library's fixed window: a request's tokens
+are known only when it ends, so they are charged then, always in full (a moving window refuses a charge larger than
+what is left, and stores one entry per token); a key whose window is spent is refused until it resets. Requests in flight are a Redis sorted set of slots per key, each with its own expiry, so a replica that dies
 holding slots cannot leak them past `slot_ttl_s`.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Literal
 import redis.asyncio
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
-from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -48,6 +48,24 @@ redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[3]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return redis.call('ZCARD', KEYS[1])
 """
+
+# KEYS[1]: the key's requests of the last minute (sorted set: request -> time in ms); ARGV: limit, request, window ms.
+# Returns {1 admitted / 0 refused, requests in the window, ms until the oldest leaves it}.
+COUNT_REQUEST = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local window = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window)
+local count, admitted = redis.call('ZCARD', KEYS[1]), 0
+if count < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now_ms, ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], window)
+  count, admitted = count + 1, 1
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {admitted, count, tonumber(oldest[2]) + window - now_ms}
+"""
+WINDOW_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -88,9 +106,10 @@ class Quotas:
                                                      socket_connect_timeout=REDIS_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
         storage = RedisStorage(f"async+{redis_url}", implementation="redispy", connection_pool=pool, wrap_exceptions=True,
                                key_prefix=KEY_PREFIX)
-        self.requests, self.tokens = MovingWindowRateLimiter(storage), FixedWindowRateLimiter(storage)
+        self.tokens = FixedWindowRateLimiter(storage)
         self.redis = redis.asyncio.Redis(connection_pool=pool)
         self.acquire_slot = self.redis.register_script(ACQUIRE_SLOT)
+        self.count_request = self.redis.register_script(COUNT_REQUEST)
         self.redis_down, self.slot_ttl_ms = redis_down, int(slot_ttl_s * 1000)
         self.store_failures = 0  # Redis calls that failed: each one a request served without quotas (open) or refused
         self._warned_at = -math.inf
@@ -143,12 +162,12 @@ class Quotas:
         return slot
 
     async def _count_request(self, key_id: str, rpm: int, headers: dict[str, str]) -> None:
-        item = RateLimitItemPerMinute(rpm)
-        allowed = await self.requests.hit(item, "requests", key_id)
-        stats = await self.requests.get_window_stats(item, "requests", key_id)
-        headers.update(_headers("requests", rpm, stats.remaining, stats.reset_time))
-        if not allowed:
-            raise rate_limited(f"{rpm} requests per minute for this key", _retry_after(stats.reset_time), headers)
+        admitted, count, reset_ms = await self.count_request(keys=[f"{KEY_PREFIX}:requests:{key_id}"],
+                                                             args=[rpm, uuid.uuid4().hex, WINDOW_MS])
+        reset_time = time.time() + reset_ms / 1000
+        headers.update(_headers("requests", rpm, rpm - count, reset_time))
+        if not admitted:
+            raise rate_limited(f"{rpm} requests per minute for this key", _retry_after(reset_time), headers)
 
     async def _settle(self, admission: Admission, tokens: int) -> None:
         assert admission.limits is not None

@@ -28,6 +28,8 @@ from serve.cluster_metrics import parse_serve_metrics
 RECOVERY_TIMEOUT_S = 300
 PROBE_DEADLINE_S = 10
 FREEZE_S = 30
+CUT_DEADLINE_S = 8  # the deadline of a stream caught by the freeze: it must end then, long before the engine resumes
+CUT_GRACE_S = 5
 LEFT_STREAM_TOKENS = 480  # eight of these take tiny-general > 10 s to finish on its 4 batch slots
 SCALE_UP_S = 45  # load far over the target's: Serve decides a scale-up within seconds (upscale_delay_s 2)
 DRAIN_S = 5  # a stream whose client left is gone from its replica within this (left alone it runs > 10 s)
@@ -144,16 +146,33 @@ async def _kill(suite: Suite, client: httpx.AsyncClient, replica: bool = False) 
 
 
 async def _freeze_engine(suite: Suite, client: httpx.AsyncClient) -> tuple[float | None, dict[str, bool]]:
+    """The engine stops under a stream that has started: the stream must end at its deadline (an in-band 504, then
+    [DONE]), not when the engine resumes."""
     await asyncio.sleep(2)
     engine = await asyncio.to_thread(processes.engine_core_of, suite.target, only=False)
-    engine.suspend()
+    tail: list[str] = []
     try:
-        await asyncio.sleep(FREEZE_S)
+        async with client.stream("POST", "/v1/chat/completions", json=long_stream(suite.target, LEFT_STREAM_TOKENS),
+                                 headers={"x-request-timeout": f"{CUT_DEADLINE_S:g}"}) as response:
+            lines = response.aiter_lines()
+            async for line in lines:
+                if line.startswith("data: "):
+                    break
+            engine.suspend()
+            frozen_at = time.monotonic()
+            try:
+                async with asyncio.timeout(CUT_DEADLINE_S + CUT_GRACE_S):  # no end by then: a hang (the check fails)
+                    tail = [line async for line in lines if line]
+            except TimeoutError:
+                pass
+        await asyncio.sleep(max(0.0, frozen_at + FREEZE_S - time.monotonic()))
     finally:
         engine.resume()
     resumed_at = time.monotonic()
     recovery = await suite.answering(client, suite.target, resumed_at)
-    return recovery, {"recovered": recovery is not None}
+    error, done = tail[-2:] if len(tail) >= 2 else ("", "")
+    cut = "upstream_timeout" in error and done == "data: [DONE]"
+    return recovery, {"recovered": recovery is not None, "stream_cut_at_its_deadline": cut}
 
 
 async def _kill_controller(suite: Suite, client: httpx.AsyncClient) -> tuple[float | None, dict[str, bool]]:
@@ -319,8 +338,8 @@ FAULTS: dict[str, FaultCase] = {
     "engine_killed_mid_stream": FaultCase(_kill, "streams on it end with an in-band error and [DONE]; auto falls "
                                                         "back; Serve restarts it"),
     "replica_actor_killed": FaultCase(partial(_kill, replica=True), "the same as an engine, one level up"),
-    "engine_frozen_30s": FaultCase(_freeze_engine, "requests wait or time out with a 504 inside their deadline; it "
-                                                   "answers again once resumed"),
+    "engine_frozen_30s": FaultCase(_freeze_engine, "requests wait or time out with a 504 inside their deadline (a "
+                                                   "started stream in-band); it answers again once resumed"),
     "controller_killed": FaultCase(_kill_controller, "traffic keeps flowing; Ray restarts the controller"),
     "burst_3x_capacity": FaultCase(_burst, "every request answered or refused with a 503 and Retry-After"),
     "client_disconnects": FaultCase(_disconnects, "the engine stops generating for clients that left; "

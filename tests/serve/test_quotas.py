@@ -67,6 +67,23 @@ def test_over_the_requests_per_minute_is_429_with_headers_and_others_unaffected(
     assert 55 <= int(response.headers["retry-after"]) <= 60
 
 
+def test_requests_admitted_at_once_each_see_their_own_remaining_count(redis):
+    """Counting and admitting is one step in Redis: eight requests at once over two replicas' checkers, five let in,
+    each told a different number left."""
+    async def run():
+        first, second, tenant, limits = Quotas(redis.url), Quotas(redis.url), key(), Limits(rpm=5, tpm=0, concurrent=0)
+        outcomes = await asyncio.gather(*((first, second)[i % 2].admit(tenant, limits) for i in range(8)),
+                                        return_exceptions=True)
+        await first.aclose()
+        await second.aclose()
+        return outcomes
+
+    outcomes = asyncio.run(run())
+    admitted = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert sorted(a.headers["x-ratelimit-remaining-requests"] for a in admitted) == ["0", "1", "2", "3", "4"]
+    assert [o.status for o in outcomes if isinstance(o, APIError)] == [429] * 3
+
+
 def test_tokens_are_charged_when_a_request_ends_and_then_refuse(redis):
     async def run():
         quotas, tenant, other, limits = Quotas(redis.url), key(), key(), Limits(rpm=0, tpm=100, concurrent=0)
