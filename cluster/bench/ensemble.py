@@ -6,7 +6,8 @@ temperature 0 with the labelling command's per-kind max_tokens and the response 
 router/training/graders.py; each (split, item, method) result is appended to a JSONL store, so a rerun resumes.
 
     python -m cluster.bench.ensemble --profile local --split dev       # every method on dev; picks single_best
-    python -m cluster.bench.ensemble --profile local --split dev --methods routemoa+score_gap=0.5   # tune on dev
+    python -m cluster.bench.ensemble --profile local --split dev --screen 0.2,0.5,1   # what each score_gap keeps
+    python -m cluster.bench.ensemble --profile local --split dev --methods routemoa+score_gap=1   # tune on dev
     python -m cluster.bench.ensemble --profile local --split test --max-minutes 480   # resumable: run it again
     python -m cluster.bench.ensemble --profile local --report          # docs/benchmarks/ensemble.{json,png}
 """
@@ -30,7 +31,7 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from router.catalog import ENSEMBLE_MODES, REPO_ROOT, default_cache_dir, load_profile
+from router.catalog import ENSEMBLE_MODES, REPO_ROOT, Profile, default_cache_dir, load_profile
 from router.ensemble import spec
 from router.training import data
 from router.training.graders import grade
@@ -140,6 +141,26 @@ def all_methods(names: list[str]) -> list[str]:
     return ["single", *(f"pinned:{n}" for n in names), *ENSEMBLE_MODES]
 
 
+def prompt_of(item: Item) -> str:
+    """The labelling command's prompt: the task, and for code the instruction to answer in one Python block."""
+    return item.check["task"] + (CODE_INSTRUCTION if KIND_GROUP[item.kind] == "code" else "")
+
+
+def screen_counts(items: list[Item], quality: Callable[[str], dict[str, float]], gaps: list[float],
+                  most: int = 3) -> dict[str, dict[str, int]]:
+    """How many specialists routemoa's screen keeps at each score_gap, from the scorer's predicted quality alone (an
+    idle cluster): {gap: {kept: items}}. Gaps that keep the same sets need no requests to tell apart."""
+    counts: dict[str, dict[str, int]] = {}
+    for item in items:
+        predicted = quality(prompt_of(item))
+        best = max(predicted.values())
+        for gap in gaps:
+            kept = str(min(most, sum(q >= best - gap for q in predicted.values())))
+            row = counts.setdefault(f"{gap:g}", {})
+            row[kept] = row.get(kept, 0) + 1
+    return {gap: dict(sorted(row.items())) for gap, row in counts.items()}
+
+
 def ensemble_of(method: str) -> tuple[str, dict] | None:
     """(mode, request overrides) of an ensemble method: `routemoa`, or a variant for tuning on dev such as
     `routemoa+score_gap=0.5+early_stop=1`; None for `single` and the pinned methods."""
@@ -168,8 +189,7 @@ def request_body(item: Item, method: str, proposer_cap: int | None = None) -> di
         mode, overrides = ensemble
         router["ensemble"] = {"mode": mode, **({"max_tokens": min(max_tokens, proposer_cap)} if proposer_cap else {}),
                               **overrides}
-    prompt = item.check["task"] + (CODE_INSTRUCTION if KIND_GROUP[item.kind] == "code" else "")
-    return {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+    return {"model": model, "messages": [{"role": "user", "content": prompt_of(item)}], "max_tokens": max_tokens,
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}, "router": router}
 
 
@@ -475,6 +495,20 @@ def parse_methods(text: str | None, names: list[str]) -> list[str]:
     return methods
 
 
+def screen(name: str, profile: Profile, items: list[Item], gaps: str) -> dict:
+    """`--screen`: the screen's counts per gap, with where each specialist's predicted quality comes from."""
+    from router.routing import Router, quality_sources
+
+    router = Router.from_profile(profile)
+
+    def quality(prompt: str) -> dict[str, float]:
+        return {name: row["quality"] for name, row in router.decide(prompt).trace["specialists"].items()}
+
+    return {"profile": name, "items": len(items), "quality_sources": quality_sources(profile, router.scorer),
+            "kept_by_score_gap": screen_counts(items, quality, [float(g) for g in gaps.split(",")],
+                                               min(3, profile.ensemble.proposers))}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cluster.bench.ensemble", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -493,6 +527,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", action="store_true", help="report what the store holds instead of sending")
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks/ensemble.json"),
                         help="report JSON; the PNG goes next to it")
+    parser.add_argument("--screen", help="comma list of score_gap values: print how many specialists routemoa's screen "
+                        "keeps on the split's items at each, from the scorer alone (no router needed), then exit")
     parser.add_argument("--write-items", action="store_true", help="regenerate --items from the dataset with --seed, then exit")
     parser.add_argument("--seed", type=int, default=0, help="with --write-items")
     args = parser.parse_args(argv)
@@ -509,6 +545,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.items}: " + ", ".join(f"{s} {len(rows)}" for s, rows in doc["splits"].items()))
         return
     profile = load_profile(args.profile)
+    if args.screen:
+        print(json.dumps(screen(args.profile, profile, load_items(args.items, data.load())[args.split][: args.limit],
+                                args.screen), indent=2))
+        return
     if args.report:
         params = {s.name: s.parameters_b for s in profile.specialists}
         planned = len(json.loads(args.items.read_text())["splits"][args.split])

@@ -9,7 +9,7 @@ import pytest
 
 from cluster.bench.ensemble import (
     ITEMS_PATH, BIOMED_SUBJECT, KIND_GROUP, Item, ItemsError, Sent, accuracy_by_kind, load_items, paired_ci, parse_args,
-    parse_methods, priced, read_store, read_stream, report, request_body, result, run, write_items,
+    parse_methods, priced, read_store, read_stream, report, request_body, result, run, screen_counts, write_items,
 )
 from router.training import data
 
@@ -191,6 +191,14 @@ def test_result_reads_the_ensemble_trace():
     degraded = {"mode": "auto", "answered_by": "big", "ensemble": {"mode": "routemoa", "degraded": "load: 0.95"}}
     row = result("test", _item(41), "routemoa", Sent("ok", "42", {"total_tokens": 9}, degraded, 2.0, 1.0))
     assert row["calls"] == 1 and row["degraded"] == "load: 0.95" and priced(row, {"big": 2.0}) == 18
+
+
+def test_the_screen_keeps_what_is_within_the_gap_of_the_best_at_most_three():
+    items = [Item("a", "gsm8k", {"kind": "number", "task": "peaked"}), Item("b", "gsm8k", {"kind": "number", "task": "close"})]
+    predicted = {"peaked": {"x": 0.95, "y": 0.03, "z": 0.02},
+                 "close": {"w": 0.9, "x": 0.8, "y": 0.75, "z": 0.7}}
+    counts = screen_counts(items, predicted.__getitem__, [0.2, 0.5, 1.0])
+    assert counts == {"0.2": {"1": 1, "3": 1}, "0.5": {"1": 1, "3": 1}, "1": {"3": 2}}
 
 
 def test_methods_and_urls_are_checked():
