@@ -4,8 +4,9 @@ requests in flight (docs/security.md).
 Requests use a moving window (no burst at a window's edge): one Redis script counts and admits in one step, so two
 requests at once never read the same `remaining`. Tokens use the `limits` library's fixed window: a request's tokens
 are known only when it ends, so they are charged then, always in full (a moving window refuses a charge larger than
-what is left, and stores one entry per token); a key whose window is spent is refused until it resets. Requests in flight are a Redis sorted set of slots per key, each with its own expiry, so a replica that dies
-holding slots cannot leak them past `slot_ttl_s`.
+what is left, and stores one entry per token); a key whose window is spent is refused until it resets. Requests in
+flight are a Redis sorted set of slots per key, each with its own expiry, so a replica that dies holding slots cannot
+leak them past `slot_ttl_s`.
 """
 
 from __future__ import annotations
