@@ -102,7 +102,8 @@ async def _chain(upstream: Upstream, give_up_at: float) -> AsyncIterator[Any]:
     assert upstream.rest is not None
     while True:
         try:
-            packet = await asyncio.wait_for(anext(upstream.rest), timeout=give_up_at - time.monotonic())
+            async with asyncio.timeout(give_up_at - time.monotonic()):  # around the await only, never the yield
+                packet = await anext(upstream.rest)
         except StopAsyncIteration:
             return
         yield packet
