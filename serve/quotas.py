@@ -38,12 +38,14 @@ WARN_EVERY_S = 60.0
 STORE_DOWN_RETRY_S = 5
 STORE_ERRORS = (StorageError, RedisError, OSError, asyncio.TimeoutError)
 
-# KEYS[1]: the key's slots (sorted set: slot -> expiry in ms); ARGV: limit, slot, ttl in ms. -1 = full, else slots held.
-# Redis's own clock, so replicas with skewed clocks agree on what has expired.
-ACQUIRE_SLOT = """
+# Redis's own clock, so replicas with skewed clocks agree on what has expired: the first lines of each script below.
+REDIS_NOW_MS = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+"""
+
+# KEYS[1]: the key's slots (sorted set: slot -> expiry in ms); ARGV: limit, slot, ttl in ms. -1 = full, else slots held.
+ACQUIRE_SLOT = REDIS_NOW_MS + """redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
 redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[3]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -52,10 +54,7 @@ return redis.call('ZCARD', KEYS[1])
 
 # KEYS[1]: the key's requests of the last minute (sorted set: request -> time in ms); ARGV: limit, request, window ms.
 # Returns {1 admitted / 0 refused, requests in the window, ms until the oldest leaves it}.
-COUNT_REQUEST = """
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local window = tonumber(ARGV[3])
+COUNT_REQUEST = REDIS_NOW_MS + """local window = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window)
 local count, admitted = redis.call('ZCARD', KEYS[1]), 0
 if count < tonumber(ARGV[1]) then
