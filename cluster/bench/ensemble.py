@@ -9,7 +9,7 @@ router/training/graders.py; each (split, item, method) result is appended to a J
     python -m cluster.bench.ensemble --profile local --split dev --screen 0.2,0.5,1   # what each score_gap keeps
     python -m cluster.bench.ensemble --profile local --split dev --methods routemoa+score_gap=1   # tune on dev
     python -m cluster.bench.ensemble --profile local --split test --max-minutes 480   # resumable: run it again
-    python -m cluster.bench.ensemble --profile local --report          # docs/benchmarks/ensemble.{json,png}
+    python -m cluster.bench.ensemble --profile local --report          # docs/benchmarks/ensemble.{json,png,results.jsonl}
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from router.catalog import ENSEMBLE_MODES, REPO_ROOT, Profile, default_cache_dir, load_profile
 from router.ensemble import spec
+from router.ensemble.modes import near_best
 from router.training import data
 from router.training.graders import grade
 from router.training.label import CODE_INSTRUCTION, MAX_TOKENS
@@ -153,9 +154,9 @@ def screen_counts(items: list[Item], quality: Callable[[str], dict[str, float]],
     counts: dict[str, dict[str, int]] = {}
     for item in items:
         predicted = quality(prompt_of(item))
-        best = max(predicted.values())
+        ranked = sorted(predicted, key=predicted.__getitem__, reverse=True)
         for gap in gaps:
-            kept = str(min(most, sum(q >= best - gap for q in predicted.values())))
+            kept = str(len(near_best(ranked, predicted, gap, most)))
             row = counts.setdefault(f"{gap:g}", {})
             row[kept] = row.get(kept, 0) + 1
     return {gap: dict(sorted(row.items())) for gap, row in counts.items()}
@@ -260,6 +261,14 @@ def result(split: str, item: Item, method: str, sent: Sent) -> dict:
 
 
 # --- store and runner ----------------------------------------------------------------------------------------------
+
+def write_results(records: Iterable[dict], split: str, path: Path) -> int:
+    """The results a report of `split` reads (its split's and dev's, which picks single_best) without answer texts:
+    committed beside the report, they let anyone re-report it (`--report --store PATH`) without the cache."""
+    rows = sorted((r for r in records if r["split"] in {split, "dev"}), key=lambda r: (r["split"], r["item"], r["method"]))
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "text"}) + "\n" for r in rows))
+    return len(rows)
+
 
 def read_store(path: Path) -> dict[tuple[str, str, str], dict]:
     """The stored results by (split, item, method), the last line winning; a line cut by a kill is skipped (resent)."""
@@ -524,7 +533,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--proposer-max-tokens", type=int,
                         help="cap on the proposers' max_tokens, else the item's (default cap: the profile's proposer_max_tokens)")
     parser.add_argument("--retry-errors", action="store_true", help="resend stored results that failed")
-    parser.add_argument("--report", action="store_true", help="report what the store holds instead of sending")
+    parser.add_argument("--report", action="store_true", help="report what the store holds instead of sending; the "
+                        "results it read go beside the report, without answer texts, to re-report with --store")
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks/ensemble.json"),
                         help="report JSON; the PNG goes next to it")
     parser.add_argument("--screen", help="comma list of score_gap values: print how many specialists routemoa's screen "
@@ -552,10 +562,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         params = {s.name: s.parameters_b for s in profile.specialists}
         planned = len(json.loads(args.items.read_text())["splits"][args.split])
-        doc = report(read_store(args.store).values(), params, args.profile, args.split, planned)
+        records = list(read_store(args.store).values())
+        doc = report(records, params, args.profile, args.split, planned)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(doc, indent=2) + "\n")
         write_plot(doc, args.output.with_suffix(".png"))
+        write_results(records, args.split, args.output.with_suffix(".results.jsonl"))
         print(json.dumps(doc, indent=2))
         return
     try:

@@ -32,6 +32,7 @@ from cluster.simulate.simulator import (
     OUTPUT_MEDIAN, OUTPUT_SIGMA, SLOTS, Cluster, Replica, Request, decode_rates, replica_split, service_s,
 )
 from router.catalog import ENSEMBLE_MODES, Profile
+from router.ensemble.modes import near_best
 from router.ensemble.prompts import REFERENCE_CHARS
 
 BASELINE = "single"
@@ -101,9 +102,7 @@ class Planner:
     def routemoa(self, request: Request) -> Stages:
         """Screened proposers; an early stop, or a lone proposer, ends there; else every proposer judges every peer,
         then the aggregator."""
-        ranked = self.ranked(request)
-        best = request.quality[ranked[0]]
-        kept = [name for name in ranked[: min(self.k, ROUTEMOA_MOST)] if request.quality[name] >= best - self.score_gap]
+        kept = near_best(self.ranked(request), request.quality, self.score_gap, min(self.k, ROUTEMOA_MOST))
         answers = self.propose(request, kept)
         if len(kept) == 1 or self.rng.random() < self.early_stop_rate:
             return [answers]

@@ -198,11 +198,16 @@ def complete(reply: Reply, plan: Plan) -> bool:
     return reply.finish_reason != "length" or reply.completion_tokens >= plan.final_max_tokens
 
 
+def near_best(ranked: list[str], quality: dict[str, float], gap: float, most: int) -> list[str]:
+    """RouteMoA's screen: in ranking order, the first `most` whose predicted quality is within `gap` of the best.
+    Filtering before cutting keeps a near-best specialist that cost or load ranked below a far-worse one."""
+    best = max(quality[name] for name in ranked)
+    return [name for name in ranked if quality[name] >= best - gap][:most]
+
+
 def screen(plan: Plan) -> list[str]:
-    """RouteMoA's screening: the top-k of the ranking, without those far below the best predicted quality."""
-    best = max(plan.quality[name] for name in plan.ranked)
-    kept = [name for name in plan.ranked if plan.quality[name] >= best - plan.spec.score_gap]
-    return kept[: plan.spec.proposers]
+    """The plan's specialists that routemoa asks, by its ranking, quality and settings."""
+    return near_best(plan.ranked, plan.quality, plan.spec.score_gap, plan.spec.proposers)
 
 
 def proposers(plan: Plan) -> list[tuple[str, int | None]]:

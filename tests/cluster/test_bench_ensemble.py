@@ -9,7 +9,7 @@ import pytest
 
 from cluster.bench.ensemble import (
     ITEMS_PATH, BIOMED_SUBJECT, KIND_GROUP, Item, ItemsError, Sent, accuracy_by_kind, load_items, paired_ci, parse_args,
-    parse_methods, priced, read_store, read_stream, report, request_body, result, run, screen_counts, write_items,
+    parse_methods, priced, read_store, read_stream, report, request_body, result, run, screen_counts, write_items, write_results,
 )
 from router.training import data
 
@@ -91,6 +91,15 @@ def test_report_has_every_promised_field_and_chooses_single_best_on_dev():
     assert doc["single_best"] == best["model"] == "small" and best["accuracy"] == 0.25  # chosen on dev, not on test
     assert doc["methods"]["oracle"]["accuracy"] == 0.75
     assert doc["methods"]["moa"]["accuracy_diff_vs_moa_ci"] == [0.0, 0.0]
+
+
+def test_the_committed_results_re_report_the_same_figures_without_answer_texts(tmp_path):
+    rows = [r | {"text": "the answer"} for r in _store()] + [_record("other", "x", "moa", True)]
+    path = tmp_path / "ensemble.results.jsonl"
+    assert write_results(rows, "test", path) == len(rows) - 1  # the test split's and dev's: what the report reads
+    exported = list(read_store(path).values())
+    assert all("text" not in r for r in exported)
+    assert report(exported, PARAMS, "local") == report(rows, PARAMS, "local")
 
 
 def test_accuracy_is_also_reported_per_kind_group():

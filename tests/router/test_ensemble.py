@@ -175,6 +175,12 @@ def test_routemoa_returns_a_lone_screened_proposal_without_aggregating_it():
     assert outcome.answer.model == "coder" and outcome.trace["early_stop"] is False and outcome.final is None
 
 
+def test_the_screen_keeps_near_best_specialists_that_cost_or_load_ranked_below_a_far_worse_one():
+    quality = {"cheap": 0.2, "strong": 0.9, "close": 0.85}
+    assert modes.near_best(["cheap", "strong", "close"], quality, 0.1, 2) == ["strong", "close"]
+    assert modes.near_best(["cheap", "strong", "close"], quality, 1.0, 2) == ["cheap", "strong"]  # at most k, by ranking
+
+
 def test_a_request_sets_routemoas_thresholds_within_the_profiles_bounds():
     assert (spec.parse({"mode": "routemoa"}, None, Ensemble(score_gap=0.3), 3).score_gap, plan("routemoa").spec.early_stop) == (0.3, 0.8)
     caller = FakeCaller(confidence={"coder": 0.95, "math": 0.5, "general": 0.5})
