@@ -434,8 +434,8 @@ def goals(methods: dict[str, dict], judged: bool = True) -> dict:
 
 def report(records: Iterable[dict], params: dict[str, float | None], profile: str, split: str = "test",
            planned: int | None = None) -> dict:
-    """Every method's figures on the items of `split` every method answered, single_best chosen on dev, the oracle,
-    scorer hits and the goals (judged only once all `planned` items are in: a partial run's ratios are figures, not
+    """Every method's figures on the items of `split` every method answered, single_best chosen on dev, the oracle and
+    scorer hits (when every specialist was pinned) and the goals (judged only once all `planned` items are in: a partial run's ratios are figures, not
     verdicts)."""
     records = list(records)
     results = answered_by_all(by_method(records, split))
@@ -447,12 +447,13 @@ def report(records: Iterable[dict], params: dict[str, float | None], profile: st
     if best and f"pinned:{best}" in results:
         methods["single_best"] = {**methods[f"pinned:{best}"], "model": best}
         correct["single_best"] = correct[f"pinned:{best}"]
-    correct["oracle"] = oracle(pinned)
-    methods["oracle"] = {**dict.fromkeys(summarise({}, params)), "n": len(correct["oracle"]),
-                         "accuracy": _mean(list(correct["oracle"].values()))}
+    if len(pinned) == len(names):  # any specialist right alone: with one missing, it would be a lower bound
+        correct["oracle"] = oracle(pinned)
+        methods["oracle"] = {**dict.fromkeys(summarise({}, params)), "n": len(correct["oracle"]),
+                             "accuracy": _mean(list(correct["oracle"].values()))}
     for m in methods:
         methods[m]["accuracy_diff_vs_moa_ci"] = paired_ci(correct[m], correct.get(BASELINE, {}))
-    if "routemoa" in results:
+    if "routemoa" in results and "oracle" in correct:
         methods["routemoa"].update(scorer_hits(results["routemoa"], pinned, correct["oracle"]))
     items = len({item for rows in results.values() for item in rows})
     judged = planned is None or items >= planned

@@ -93,6 +93,12 @@ def test_report_has_every_promised_field_and_chooses_single_best_on_dev():
     assert doc["methods"]["moa"]["accuracy_diff_vs_moa_ci"] == [0.0, 0.0]
 
 
+def test_without_every_specialist_pinned_there_is_no_oracle_to_understate():
+    doc = report([r for r in _store() if r["method"] != "pinned:small"], PARAMS, "local")
+    assert "oracle" not in doc["methods"] and "scorer_top1_hit" not in doc["methods"]["routemoa"]
+    assert doc["methods"]["pinned:big"]["accuracy"] == 0.5
+
+
 def test_the_committed_results_re_report_the_same_figures_without_answer_texts(tmp_path):
     rows = [r | {"text": "the answer"} for r in _store()] + [_record("other", "x", "moa", True)]
     path = tmp_path / "ensemble.results.jsonl"
