@@ -435,8 +435,8 @@ def goals(methods: dict[str, dict], judged: bool = True) -> dict:
 def report(records: Iterable[dict], params: dict[str, float | None], profile: str, split: str = "test",
            planned: int | None = None) -> dict:
     """Every method's figures on the items of `split` every method answered, single_best chosen on dev, the oracle and
-    scorer hits (when every specialist was pinned) and the goals (judged only once all `planned` items are in: a partial run's ratios are figures, not
-    verdicts)."""
+    scorer hits (when every specialist was pinned) and the goals (judged only once all `planned` items are in: a
+    partial run's ratios are figures, not verdicts)."""
     records = list(records)
     results = answered_by_all(by_method(records, split))
     names = list(params)
