@@ -1,4 +1,4 @@
-"""Labeled prompts for the four roles, built from the pinned data packages into `.cache/router/prompts.jsonl`.
+"""Labeled prompts for the four roles, built from the pinned data packages into `.cache/router/prompts-v<N>.jsonl`.
 
 Every item has `prompt` (what the router sees), `domain` (`code`, `math`, `biomedical`, `general`), `source`
 (the unit held out by leave-one-source-out evaluation) and, when it is checkable, `check` (what the labeling
@@ -20,6 +20,7 @@ import yaml
 
 from router.catalog import default_cache_dir
 from router.sources import ensure_installed, package_dir
+from router.training.relabels import BIOMEDICAL_IDS
 
 DOMAINS = ("code", "math", "biomedical", "general")
 DOMAIN_ROLE = {"code": "coder", "math": "math", "biomedical": "biomedical", "general": "general"}
@@ -41,10 +42,11 @@ MMLU_DOMAIN = {
 MTBENCH_DOMAIN = {"coding": "code", "math": "math"}  # writing, roleplay, reasoning, extraction, stem, humanities
 ARENA_HARD_DOMAIN = {"coding": "code", "math": "math"}  # creative_writing
 TRIVIA_PER_LIST = 60
+LABELS_VERSION = 2  # bump on any change to a label: a dataset built under an older version is not reused
 
 
 def dataset_path() -> Path:
-    return default_cache_dir() / "router" / "prompts.jsonl"
+    return default_cache_dir() / "router" / f"prompts-v{LABELS_VERSION}.jsonl"
 
 
 def _stable_int(text: str) -> int:
@@ -180,7 +182,8 @@ READERS = (_humaneval, _leetcode, _gsm8k, _aime, _mmlu, _trivia, _eval_framework
 
 
 def iter_items() -> Iterator[dict]:
-    """Every labeled item from every source, deduplicated on the whitespace-normalised prompt."""
+    """Every labeled item from every source, deduplicated on the whitespace-normalised prompt; the hand-picked body
+    and health questions of general sources (`relabels.py`) are `biomedical`."""
     seen: set[str] = set()
     for reader in READERS:
         for item in reader():
@@ -189,6 +192,8 @@ def iter_items() -> Iterator[dict]:
             if item["prompt"] and key not in seen:
                 seen.add(key)
                 item["id"] = f"{item['source']}#{len(seen)}"
+                if item["id"] in BIOMEDICAL_IDS:
+                    item["domain"] = "biomedical"
                 yield item
 
 

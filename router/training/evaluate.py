@@ -103,6 +103,7 @@ def leave_sources_out(items: list[dict], folds: int = 0, config: FitConfig = Fit
     report["protocol"] = (f"leave-one-source-out: {len(fold_of)} sources, one fold each" if folds == 0 else
                           f"leave-sources-out: {len(fold_of)} sources in {fold_count} source-disjoint folds")
     report["per_source_top1"] = per_source_top1(sources, router.argmax(1) == roles)
+    report["per_source_misses"] = per_source_misses(sources, domains, router.argmax(1).tolist())
     report["baselines"] = {name: hit_rates(p, domains) for name, p in predictions.items()}
     for name, result in report["baselines"].items():
         report[name] = {k: result[k] for k in ("top1", "top3", "per_domain")}
@@ -113,6 +114,15 @@ def per_source_top1(sources: list[str], hits: torch.Tensor) -> dict[str, float]:
     """Top-1 per held-out source, worst first: where the router generalises least."""
     totals, correct = Counter(sources), Counter(s for s, h in zip(sources, hits.tolist()) if h)
     return dict(sorted(((s, round(correct[s] / n, 4)) for s, n in totals.items()), key=lambda kv: kv[1]))
+
+
+def per_source_misses(sources: list[str], domains: list[str], predicted: list[int]) -> dict[str, dict[str, int]]:
+    """Where each held-out source's misses went ("true -> predicted": n): a relabel's effect tells apart from drift."""
+    misses: dict[str, Counter] = {}
+    for source, domain, p in zip(sources, domains, predicted):
+        if DOMAIN_OF_ROLE_INDEX[p] != domain:
+            misses.setdefault(source, Counter())[f"{domain} -> {DOMAIN_OF_ROLE_INDEX[p]}"] += 1
+    return {s: dict(c.most_common()) for s, c in sorted(misses.items(), key=lambda kv: -kv[1].total())}
 
 
 def cost_sample(items: list[dict]) -> list[str]:

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from router.training import data
+from router.training.relabels import BIOMEDICAL
 from router.training.train import outcome_matrix
 
 
@@ -18,6 +19,17 @@ def test_dataset_covers_every_domain_with_many_sources():
     assert {"humaneval", "leetcode", "gsm8k", "red-trivia", "healthbench", "mt-bench"} <= sources
     assert sum(s.startswith("mmlu/") for s in sources) == 57
     assert all(i["prompt"] and i["prompt"] != "question" for i in items)  # header rows dropped
+
+
+def test_body_and_health_questions_of_general_sources_are_biomedical():
+    """Each hand-picked id still names an item of the source it is listed under (ids shift if a package changes)."""
+    by_id = {i["id"]: i for i in data.load()}
+    for source, numbers in BIOMEDICAL.items():
+        for n in numbers:
+            assert by_id[f"{source}#{n}"]["source"] == source and by_id[f"{source}#{n}"]["domain"] == "biomedical"
+    prompts = {i["prompt"]: i["domain"] for i in by_id.values()}
+    assert prompts["How long does it take our eyes to fully adapt to darkness?"] == "biomedical"
+    assert prompts["How can I reduce my alcohol consumption without seeming rude to my friends?"] == "general"
 
 
 def test_multiple_choice_layouts_are_mixed():
