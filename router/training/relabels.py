@@ -7,7 +7,7 @@ taught the router that questions about organs and senses are general ones. Each 
 hand from the candidates a list of anatomy, physiology and medical terms matched in these sources (the rule: the
 answer needs knowledge of the body, its organs, senses, diseases or drugs; psychology of behaviour, therapy and
 ethics stays general). An id is `source#n` from `data.iter_items`, stable for the pinned packages;
-`tests/router/test_data.py` checks that each still names a general-sourced item.
+`tests/router/test_data.py` checks that each still names an item of the source it is listed under.
 """
 
 from __future__ import annotations
