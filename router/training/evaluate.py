@@ -102,8 +102,9 @@ def leave_sources_out(items: list[dict], folds: int = 0, config: FitConfig = Fit
     report = hit_rates(router, domains)
     report["protocol"] = (f"leave-one-source-out: {len(fold_of)} sources, one fold each" if folds == 0 else
                           f"leave-sources-out: {len(fold_of)} sources in {fold_count} source-disjoint folds")
-    report["per_source_top1"] = per_source_top1(sources, router.argmax(1) == roles)
-    report["per_source_misses"] = per_source_misses(sources, domains, router.argmax(1).tolist())
+    picked = router.argmax(1)
+    report["per_source_top1"] = per_source_top1(sources, picked == roles)
+    report["per_source_misses"] = per_source_misses(sources, domains, picked.tolist())
     report["baselines"] = {name: hit_rates(p, domains) for name, p in predictions.items()}
     for name, result in report["baselines"].items():
         report[name] = {k: result[k] for k in ("top1", "top3", "per_domain")}

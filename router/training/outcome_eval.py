@@ -11,7 +11,9 @@ its lowest outcome loss (early stopping) and each model's head is calibrated (Pl
 trades against price in the units the cost weight assumes; the same part tunes the kNN's k and the ridge's alpha, and
 quality is the mean of the three (router/scorer.py `OutcomeBlend`). Prices: a model's input + output price (as the
 policy adds them, normalised to the dearest), from a `models.json` like LLMRouter's; without one every model costs
-the same."""
+the same. Where the curve reaches the best single model's score, as a share of its price, is read three ways: at a
+point of the sweep, between points (two cost weights mixed at random per request), and at the one cost weight the
+validation part picks (the operating point an operator would deploy, read once on the test rows)."""
 
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from router.encoder import MiniLMEncoder
-from router.training.cost_curve import COST_WEIGHTS
+from router.training.cost_curve import COST_WEIGHTS, frontier
 from router.scorer import OutcomeBlend, knn_outcomes, ridge_outcomes
 from router.training.train import (VALIDATION_SHARE, FitConfig, fit_calibration, fit_head, fit_outcome_blend,
                                    outcome_matrix, routed_score, split_rows)
@@ -45,21 +48,22 @@ def read_prices(path: Path | None, models: list[str]) -> dict[str, float]:
 
 
 def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, fit: torch.Tensor, val: torch.Tensor,
-                config: FitConfig) -> tuple[dict, Callable, OutcomeBlend]:
+                config: FitConfig) -> tuple[dict, Callable, OutcomeBlend, OutcomeBlend]:
     """The scorer's quality as `train` fits it: heads on the `fit` rows, early-stopped and calibrated on the `val`
-    rows, blended with kNN and ridge; returns what was chosen, features -> the heads' part, and the blend."""
+    rows, blended with kNN and ridge; returns what was chosen, features -> the heads' part, the blend, and the blend
+    on the `fit` rows alone (to score the `val` rows with)."""
     no_roles = torch.full((len(fit),), -1)
     head = fit_head(features[fit], no_roles, outcomes[fit], replace(config, epochs=MAX_EPOCHS),
                     validation=(features[val], outcomes[val]))
     calibration = fit_calibration(head, features[val], outcomes[val])
-    blend, blend_choice = fit_outcome_blend(head, calibration, features, outcomes, fit, val)
+    blend, blend_choice, fit_rows_blend = fit_outcome_blend(head, calibration, features, outcomes, fit, val)
 
     def heads(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return calibration.apply(head(x)[1]).sigmoid()
 
     choice = {"n_fit": len(fit), "n_validation": len(val), "epochs_kept": head.epochs_kept, **blend_choice}
-    return choice, heads, blend
+    return choice, heads, blend, fit_rows_blend
 
 
 def gap_closed(routed: float, best_single: float, oracle: float) -> float | None:
@@ -75,7 +79,7 @@ def learning_curve(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
     points = []
     for share in CURVE_SHARES:
         rows = fit[: round(len(fit) * share)]  # `fit` is a seeded permutation: its prefixes are random subsets
-        _, heads, blend = fit_quality(train_x, train_y, rows, val, config)
+        _, heads, blend, _ = fit_quality(train_x, train_y, rows, val, config)
         routed = routed_score(blend.apply(test_x, heads(test_x)), test_y)
         points.append({"share": share, "n_fit": len(rows), "routed_accuracy": round(routed, 4),
                        "gap_closed": gap_closed(routed, best_single, oracle),
@@ -105,6 +109,31 @@ def price_ratio_at(points: list[dict], accuracy: float, price: float) -> float |
     return round(min(reached) / price, 4) if reached else None
 
 
+def mixed_price_ratio_at(points: list[dict], accuracy: float, price: float) -> float | None:
+    """As `price_ratio_at`, between the curve's points too: drawing one of two cost weights at random per request
+    reaches any point of the upper hull in expectation (`cost_curve.frontier`, as APGR reads the curve)."""
+    cheapest = min(points, key=lambda p: (p["mean_price"], -p["accuracy"]))
+    hull = frontier([{"cost": p["mean_price"], "accuracy": p["accuracy"]} for p in points],
+                    (cheapest["mean_price"], cheapest["accuracy"]))
+    costs, accuracies = [c for c, _ in hull], [a for _, a in hull]
+    return round(float(np.interp(accuracy, accuracies, costs)) / price, 4) if accuracy <= accuracies[-1] else None
+
+
+def operating_point(validation_curve: list[dict], validation_best_single: float, test_curve: list[dict],
+                    price: float) -> dict | None:
+    """The cost weight an operator would deploy, chosen without the test rows: the cheapest whose routed score on the
+    validation part matches the best single model's there; then read once on the test rows."""
+    matching = [p for p in validation_curve if p["accuracy"] >= validation_best_single]
+    if not matching:
+        return None
+    chosen = min(matching, key=lambda p: p["mean_price"])
+    test = next(p for p in test_curve if p["cost_weight"] == chosen["cost_weight"])
+    return {"cost_weight": chosen["cost_weight"],
+            "validation": {"accuracy": chosen["accuracy"], "best_single": round(validation_best_single, 4),
+                           "price_ratio": round(chosen["mean_price"] / price, 4)},
+            "test": {"accuracy": test["accuracy"], "price_ratio": round(test["mean_price"] / price, 4)}}
+
+
 def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, models_json: Path | None = None,
                  config: FitConfig = FitConfig(), holdout: float = 0.2, with_learning_curve: bool = False) -> dict:
     """Train on `train_files`, report on `test_files`; without test files, on a seeded `holdout` share of the
@@ -131,7 +160,7 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
     train_x, test_x = encoder.encode_cached(train_prompts), encoder.encode_cached(test_prompts)
 
     fit, val = split_rows(len(train_x), VALIDATION_SHARE, config.seed)
-    choice, heads, blend = fit_quality(train_x, train_y, fit, val, config)
+    choice, heads, blend, fit_rows_blend = fit_quality(train_x, train_y, fit, val, config)
     heads_quality = heads(test_x)
     routed_quality = blend.apply(test_x, heads_quality)
     routed = routed_score(routed_quality, test_y)
@@ -139,6 +168,9 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
     best_single = float(test_y[:, best].mean())
     oracle = float(test_y.max(1).values.mean())
     curve = sweep(routed_quality, test_y, prices)
+    graded_val = val[~train_y[val].isnan().any(1)]
+    val_x, val_y = train_x[graded_val], train_y[graded_val]
+    validation_curve = sweep(fit_rows_blend.apply(val_x, heads(val_x)), val_y, prices)
     report = {
         "n": len(test_prompts), "models": models,
         "train": {"files": [str(f) for f in train_files], "n": len(train_prompts), **choice},
@@ -156,6 +188,8 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
         },
         "prices": price_of, "priced": models_json is not None,
         "price_ratio_at_best_single_accuracy": price_ratio_at(curve, best_single, float(prices[best])),
+        "price_ratio_mixing_two_cost_weights": mixed_price_ratio_at(curve, best_single, float(prices[best])),
+        "operating_point": operating_point(validation_curve, float(val_y[:, best].mean()), curve, float(prices[best])),
         "curve": curve, "seed": config.seed,
     }
     if with_learning_curve and oracle > best_single:
@@ -174,6 +208,10 @@ def plot(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.4))
     curve = report["curve"]
     ax.plot([p["mean_price"] for p in curve], [p["accuracy"] for p in curve], marker=".", label="router (cost weight sweep)")
+    if chosen := report.get("operating_point"):
+        point = next(p for p in curve if p["cost_weight"] == chosen["cost_weight"])
+        ax.scatter(point["mean_price"], point["accuracy"], marker="*", s=120, color="tab:red", zorder=4,
+                   label=f"cost weight {chosen['cost_weight']} (chosen on the validation part)")
     for name, price in report["prices"].items():
         ax.scatter(price, report["single_accuracy"][name], color="black", s=12, zorder=3)
         ax.annotate(name, (price, report["single_accuracy"][name]), textcoords="offset points", xytext=(3, -8), fontsize=6)

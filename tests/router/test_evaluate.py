@@ -1,12 +1,12 @@
 """Leave-sources-out reporting: where a held-out source's misses go."""
 
 from router.catalog import ROLES
+from router.training.data import DOMAIN_ROLE
 from router.training.evaluate import per_source_misses
 
 
 def test_per_source_misses_name_the_role_each_miss_went_to_worst_source_first():
-    role = {domain: ROLES.index(name) for domain, name in
-            (("code", "coder"), ("math", "math"), ("biomedical", "biomedical"), ("general", "general"))}
+    role = {domain: ROLES.index(name) for domain, name in DOMAIN_ROLE.items()}
     sources = ["law", "law", "law", "psych", "psych", "gsm8k"]
     domains = ["general", "general", "general", "biomedical", "general", "math"]
     predicted = [role["math"], role["math"], role["general"], role["general"], role["general"], role["math"]]

@@ -58,6 +58,19 @@ def test_the_cost_weight_trades_accuracy_for_price(report: dict):
     assert report["price_ratio_at_best_single_accuracy"] == pytest.approx(1.0)  # reaching 0.5 needs the dear models
 
 
+def test_mixing_two_cost_weights_reaches_the_best_single_score_for_less(report: dict):
+    """A 1-in-6 draw of the quality-only weight (1.0 at 1.8) beside the cheap model (0.4 at 0.2) averages 0.5 at 0.47."""
+    assert report["price_ratio_mixing_two_cost_weights"] <= (0.2 + 1.6 / 6) / 1.8 + 1e-3
+
+
+def test_the_operating_point_is_chosen_on_the_validation_part_and_read_on_the_test_rows(report: dict):
+    chosen = report["operating_point"]
+    assert chosen["validation"]["accuracy"] >= chosen["validation"]["best_single"]
+    on_curve = next(p for p in report["curve"] if p["cost_weight"] == chosen["cost_weight"])
+    assert chosen["test"] == {"accuracy": on_curve["accuracy"], "price_ratio": round(on_curve["mean_price"] / 1.8, 4)}
+    assert chosen["test"]["accuracy"] >= 0.5  # the synthetic split is clean enough that validation's pick holds
+
+
 def test_the_learning_curve_refits_on_growing_shares_and_ends_at_the_reported_router(report: dict):
     curve = report["learning_curve"]
     assert [p["share"] for p in curve["points"]] == [0.125, 0.25, 0.5, 1.0]
