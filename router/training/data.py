@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from router.catalog import default_cache_dir
-from router.sources import ensure_installed, package_dir
+from router.sources import ensure_installed, package_dir, wheel_file
 from router.training.relabels import BIOMEDICAL_IDS
 
 DOMAINS = ("code", "math", "biomedical", "general")
@@ -42,7 +42,8 @@ MMLU_DOMAIN = {
 MTBENCH_DOMAIN = {"coding": "code", "math": "math"}  # writing, roleplay, reasoning, extraction, stem, humanities
 ARENA_HARD_DOMAIN = {"coding": "code", "math": "math"}  # creative_writing
 TRIVIA_PER_LIST = 60
-LABELS_VERSION = 2  # bump on any change to a label: a dataset built under an older version is not reused
+LABELS_VERSION = 3  # bump on any change to a label or a source: a dataset built under an older version is not reused
+MEDMCQA_ITEM = re.compile(r"Subject: (?P<subject>[^\n]*)\n\n(?P<question>.*)\n\na\) (.*)\nb\) (.*)\nc\) (.*)\nd\) (.*)", re.S)
 
 
 def dataset_path() -> Path:
@@ -178,7 +179,18 @@ def _mtbench() -> Iterator[dict]:
         yield {"prompt": row["turns"][0], "domain": MTBENCH_DOMAIN.get(row["category"], "general"), "source": "mt-bench"}
 
 
-READERS = (_humaneval, _leetcode, _gsm8k, _aime, _mmlu, _trivia, _eval_framework, _mtbench)
+def _medmcqa() -> Iterator[dict]:
+    """Indian medical entrance exam questions (MedMCQA), the kind of medical multiple choice no other source has."""
+    for row in map(json.loads, wheel_file("evals==3.0.1.post1").decode().splitlines()):
+        item = MEDMCQA_ITEM.fullmatch(row["input"][-1]["content"])
+        if item is None:
+            raise ValueError(f"MedMCQA item not in its 'Subject / question / a) .. d)' layout: {row['input'][-1]['content']!r}")
+        options, answer = list(item.groups()[2:]), row["ideal"][0].upper()
+        yield {"prompt": render_choices(item["question"], options), "domain": "biomedical", "source": "medmcqa",
+               "check": {"kind": "letter", "task": mcq_task(item["question"], options), "answer": answer}}
+
+
+READERS = (_humaneval, _leetcode, _gsm8k, _aime, _mmlu, _trivia, _eval_framework, _mtbench, _medmcqa)  # append only: ids count items
 
 
 def iter_items() -> Iterator[dict]:

@@ -16,7 +16,7 @@ def test_dataset_covers_every_domain_with_many_sources():
     domains = Counter(i["domain"] for i in items)
     assert set(domains) == set(data.DOMAINS) and min(domains.values()) > 1000
     sources = {i["source"] for i in items}
-    assert {"humaneval", "leetcode", "gsm8k", "red-trivia", "healthbench", "mt-bench"} <= sources
+    assert {"humaneval", "leetcode", "gsm8k", "red-trivia", "healthbench", "mt-bench", "medmcqa"} <= sources
     assert sum(s.startswith("mmlu/") for s in sources) == 57
     assert all(i["prompt"] and i["prompt"] != "question" for i in items)  # header rows dropped
 
@@ -30,6 +30,15 @@ def test_body_and_health_questions_of_general_sources_are_biomedical():
     prompts = {i["prompt"]: i["domain"] for i in by_id.values()}
     assert prompts["How long does it take our eyes to fully adapt to darkness?"] == "biomedical"
     assert prompts["How can I reduce my alcohol consumption without seeming rude to my friends?"] == "general"
+
+
+def test_medical_exam_questions_are_biomedical_multiple_choice_with_their_answer():
+    """MedMCQA's own layout (a subject line, lower-case options) is re-rendered like every other multiple choice."""
+    exam = {i["prompt"]: i for i in data.load() if i["source"] == "medmcqa"}
+    assert len(exam) == 300 and {i["domain"] for i in exam.values()} == {"biomedical"}
+    assert not any(p.startswith("Subject:") or "\na) " in p for p in exam)
+    vitamin = next(i for p, i in exam.items() if p.startswith("Which vitamin is supplied from only animal source"))
+    assert vitamin["check"]["answer"] == "C" and "C. Vitamin B12" in vitamin["check"]["task"]
 
 
 def test_multiple_choice_layouts_are_mixed():
