@@ -190,7 +190,8 @@ def _medmcqa() -> Iterator[dict]:
                "check": {"kind": "letter", "task": mcq_task(item["question"], options), "answer": answer}}
 
 
-READERS = (_humaneval, _leetcode, _gsm8k, _aime, _mmlu, _trivia, _eval_framework, _mtbench, _medmcqa)  # append only: ids count items
+# a new reader goes last: item ids count items in this order (relabels.py names items by id)
+READERS = (_humaneval, _leetcode, _gsm8k, _aime, _mmlu, _trivia, _eval_framework, _mtbench, _medmcqa)
 
 
 def iter_items() -> Iterator[dict]:
