@@ -309,6 +309,8 @@ class Security(_Strict):
     redis_down: Literal["open", "closed"] = Field(
         default="open", description="Redis unreachable: `open` serves without quotas (logged, counted), `closed` "
         "answers 503 with Retry-After")
+    redis_timeout_s: float = Field(default=0.5, gt=0, description="each Redis call (and connection) gives up after "
+                                   "this, and counts as Redis unreachable: a hung Redis never stalls a request longer")
 
     @model_validator(mode="after")
     def _quotas_need_keys(self) -> Security:

@@ -33,7 +33,6 @@ from serve.errors import rate_limited, unavailable
 log = logging.getLogger("ray.serve")
 
 KEY_PREFIX = "specialist-router"
-REDIS_TIMEOUT_S = 0.5  # a hung Redis must not hold requests longer than this per call
 WARN_EVERY_S = 60.0
 STORE_DOWN_RETRY_S = 5
 STORE_ERRORS = (StorageError, RedisError, OSError, asyncio.TimeoutError)
@@ -101,9 +100,11 @@ def total_tokens(usage: dict[str, Any]) -> int:
 class Quotas:
     """Admits a key's request against its quotas and settles it when it ends; counters live in Redis."""
 
-    def __init__(self, redis_url: str, redis_down: Literal["open", "closed"] = "open", slot_ttl_s: float = 600) -> None:
-        pool = redis.asyncio.ConnectionPool.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S,
-                                                     socket_connect_timeout=REDIS_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+    def __init__(self, redis_url: str, redis_down: Literal["open", "closed"] = "open", slot_ttl_s: float = 600,
+                 timeout_s: float = 0.5) -> None:
+        """`timeout_s` bounds each Redis call and connection, without retry: a hung Redis must not hold a request longer."""
+        pool = redis.asyncio.ConnectionPool.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                                     retry=Retry(NoBackoff(), 0))
         storage = RedisStorage(f"async+{redis_url}", implementation="redispy", connection_pool=pool, wrap_exceptions=True,
                                key_prefix=KEY_PREFIX)
         self.tokens = FixedWindowRateLimiter(storage)

@@ -1,8 +1,10 @@
 """Per-key quotas (serve/quotas.py) against a real redis-server on a free port (cluster/redis_server.py): 429 with
 OpenAI's headers, other keys unaffected, counts shared by two replicas' checkers, concurrency slots freed on finish
-and by their expiry, and Redis stopped: fail-open serves, fail-closed answers 503."""
+and by their expiry, and Redis stopped or hung: fail-open serves (after at most the timeout), fail-closed answers 503."""
 
 import asyncio
+import os
+import signal
 import socket
 import time
 import uuid
@@ -14,6 +16,7 @@ from limits import RateLimitItemPerMinute
 from redis import Redis as SyncRedis
 
 from cluster import redis_server
+from router.catalog import load_profile
 from serve.auth import Gate, KeyStore, create_key
 from serve.errors import APIError
 from serve.quotas import Limits, Quotas
@@ -33,6 +36,12 @@ def redis(tmp_path: Path):
         yield server
 
 
+def answering(redis, **options) -> Quotas:
+    """Checkers for tests that need Redis to answer: a generous timeout, so a busy test machine's slow connect is not
+    taken for Redis being down (that is what the tests of a stopped or hung Redis are for)."""
+    return Quotas(redis.url, timeout_s=10, **options)
+
+
 def key() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -49,7 +58,7 @@ async def settled(quotas: Quotas) -> None:
 
 def test_over_the_requests_per_minute_is_429_with_headers_and_others_unaffected(redis):
     async def run():
-        quotas, tenant, other, limits = Quotas(redis.url), key(), key(), Limits(rpm=3, tpm=0, concurrent=0)
+        quotas, tenant, other, limits = answering(redis), key(), key(), Limits(rpm=3, tpm=0, concurrent=0)
         for left in (2, 1, 0):
             assert (await quotas.admit(tenant, limits)).headers["x-ratelimit-remaining-requests"] == str(left)
         error = await refused(quotas, tenant, limits)
@@ -71,7 +80,7 @@ def test_requests_admitted_at_once_each_see_their_own_remaining_count(redis):
     """Counting and admitting is one step in Redis: eight requests at once over two replicas' checkers, five let in,
     each told a different number left."""
     async def run():
-        first, second, tenant, limits = Quotas(redis.url), Quotas(redis.url), key(), Limits(rpm=5, tpm=0, concurrent=0)
+        first, second, tenant, limits = answering(redis), answering(redis), key(), Limits(rpm=5, tpm=0, concurrent=0)
         outcomes = await asyncio.gather(*((first, second)[i % 2].admit(tenant, limits) for i in range(8)),
                                         return_exceptions=True)
         await first.aclose()
@@ -86,7 +95,7 @@ def test_requests_admitted_at_once_each_see_their_own_remaining_count(redis):
 
 def test_tokens_are_charged_when_a_request_ends_and_then_refuse(redis):
     async def run():
-        quotas, tenant, other, limits = Quotas(redis.url), key(), key(), Limits(rpm=0, tpm=100, concurrent=0)
+        quotas, tenant, other, limits = answering(redis), key(), key(), Limits(rpm=0, tpm=100, concurrent=0)
         first = await quotas.admit(tenant, limits)
         assert first.headers["x-ratelimit-remaining-tokens"] == "100"
         quotas.settle(first, {"prompt_tokens": 70, "completion_tokens": 20})
@@ -109,7 +118,7 @@ def test_tokens_are_charged_when_a_request_ends_and_then_refuse(redis):
 
 def test_two_replicas_share_the_counts_through_redis(redis):
     async def run():
-        first, second, tenant, limits = Quotas(redis.url), Quotas(redis.url), key(), Limits(rpm=2, tpm=50, concurrent=0)
+        first, second, tenant, limits = answering(redis), answering(redis), key(), Limits(rpm=2, tpm=50, concurrent=0)
         await first.admit(tenant, limits)
         admission = await second.admit(tenant, limits)
         second.settle(admission, {"total_tokens": 10})
@@ -125,7 +134,7 @@ def test_two_replicas_share_the_counts_through_redis(redis):
 
 def test_concurrency_slots_are_freed_on_finish_and_after_their_ttl(redis):
     async def run():
-        quotas, tenant, limits = Quotas(redis.url, slot_ttl_s=1), key(), Limits(rpm=0, tpm=0, concurrent=2)
+        quotas, tenant, limits = answering(redis, slot_ttl_s=1), key(), Limits(rpm=0, tpm=0, concurrent=2)
         held = [await quotas.admit(tenant, limits) for _ in range(2)]
         error = await refused(quotas, tenant, limits)
         assert error.status == 429 and "2 concurrent" in error.message and error.retry_after == 1
@@ -142,7 +151,7 @@ def test_concurrency_slots_are_freed_on_finish_and_after_their_ttl(redis):
 
 def test_a_refused_request_gives_its_concurrency_slot_back(redis):
     async def run():
-        quotas, tenant, limits = Quotas(redis.url), key(), Limits(rpm=1, tpm=0, concurrent=5)
+        quotas, tenant, limits = answering(redis), key(), Limits(rpm=1, tpm=0, concurrent=5)
         await quotas.admit(tenant, limits)
         await refused(quotas, tenant, limits)  # over rpm: the slot it took is freed
         assert await quotas.redis.zcard(f"specialist-router:slots:{tenant}") == 1  # only the first request's
@@ -180,9 +189,33 @@ def test_redis_down_fails_closed_with_503_and_retry_after(redis):
     assert b"quota store is unreachable" in response.body
 
 
+def test_a_hung_redis_holds_a_request_only_for_the_timeout_then_serves_it_without_quotas(redis, tmp_path: Path):
+    """Redis frozen (SIGSTOP): it still accepts connections but never answers; a request waits the profile's
+    `redis_timeout_s`, no more."""
+    profile = load_profile("tiny").model_copy(deep=True)
+    profile.security = profile.security.model_copy(update={"auth": True, "key_store": str(tmp_path / "keys.json"),
+                                                           "redis_url": redis.url, "redis_timeout_s": 1})
+
+    async def run():
+        quotas = Gate.from_profile(profile).quotas
+        os.kill(redis.pid, signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            admission = await asyncio.wait_for(quotas.admit(key(), Limits(rpm=10, tpm=0, concurrent=1)), 10)
+            waited = time.monotonic() - began
+        finally:
+            os.kill(redis.pid, signal.SIGCONT)
+        await quotas.aclose()
+        return admission, waited, quotas.store_failures
+
+    admission, waited, failures = asyncio.run(run())
+    assert admission.limits is None and failures == 1
+    assert 1 <= waited < 3, f"waited {waited:.2f} s on a hung Redis with a 1 s timeout"
+
+
 def test_quotas_come_back_when_redis_does(redis, tmp_path: Path):
     async def run():
-        quotas, tenant, limits = Quotas(redis.url), key(), Limits(rpm=1, tpm=0, concurrent=0)
+        quotas, tenant, limits = answering(redis), key(), Limits(rpm=1, tpm=0, concurrent=0)
         redis.stop()
         assert (await quotas.admit(tenant, limits)).limits is None
         with redis_server.start(redis.port, tmp_path / "again") as again:
@@ -198,7 +231,7 @@ def test_over_http_a_429_carries_the_headers_and_streams_are_charged(redis, tmp_
     store = tmp_path / "keys.json"
     limited, limited_key = create_key(store, "billing", rpm=2)
     other, _ = create_key(store, "search")
-    gate = Gate(KeyStore(store), Quotas(redis.url), Limits(rpm=10, tpm=1000, concurrent=4))
+    gate = Gate(KeyStore(store), answering(redis), Limits(rpm=10, tpm=1000, concurrent=4))
     with TestClient(app_for(gate)) as http:
         ok = http.post("/v1/chat/completions", headers=bearer(limited), json={"model": "auto", "stream": True})
         assert ok.status_code == 200 and ok.headers["x-ratelimit-remaining-requests"] == "1"
