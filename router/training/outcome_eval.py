@@ -48,22 +48,22 @@ def read_prices(path: Path | None, models: list[str]) -> dict[str, float]:
 
 
 def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, fit: torch.Tensor, val: torch.Tensor,
-                config: FitConfig) -> tuple[dict, Callable, OutcomeBlend, OutcomeBlend]:
+                config: FitConfig) -> tuple[dict, Callable, OutcomeBlend, tuple[torch.Tensor, torch.Tensor]]:
     """The scorer's quality as `train` fits it: heads on the `fit` rows, early-stopped and calibrated on the `val`
-    rows, blended with kNN and ridge; returns what was chosen, features -> the heads' part, the blend, and the blend
-    on the `fit` rows alone (to score the `val` rows with)."""
+    rows, blended with kNN and ridge; returns what was chosen, features -> the heads' part, the blend, and (the
+    graded `val` rows, their quality from the blend on the `fit` rows alone)."""
     no_roles = torch.full((len(fit),), -1)
     head = fit_head(features[fit], no_roles, outcomes[fit], replace(config, epochs=MAX_EPOCHS),
                     validation=(features[val], outcomes[val]))
     calibration = fit_calibration(head, features[val], outcomes[val])
-    blend, blend_choice, fit_rows_blend = fit_outcome_blend(head, calibration, features, outcomes, fit, val)
+    blend, blend_choice, validation = fit_outcome_blend(head, calibration, features, outcomes, fit, val)
 
     def heads(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return calibration.apply(head(x)[1]).sigmoid()
 
     choice = {"n_fit": len(fit), "n_validation": len(val), "epochs_kept": head.epochs_kept, **blend_choice}
-    return choice, heads, blend, fit_rows_blend
+    return choice, heads, blend, validation
 
 
 def gap_closed(routed: float, best_single: float, oracle: float) -> float | None:
@@ -160,7 +160,7 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
     train_x, test_x = encoder.encode_cached(train_prompts), encoder.encode_cached(test_prompts)
 
     fit, val = split_rows(len(train_x), VALIDATION_SHARE, config.seed)
-    choice, heads, blend, fit_rows_blend = fit_quality(train_x, train_y, fit, val, config)
+    choice, heads, blend, (graded_val, val_quality) = fit_quality(train_x, train_y, fit, val, config)
     heads_quality = heads(test_x)
     routed_quality = blend.apply(test_x, heads_quality)
     routed = routed_score(routed_quality, test_y)
@@ -168,9 +168,7 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
     best_single = float(test_y[:, best].mean())
     oracle = float(test_y.max(1).values.mean())
     curve = sweep(routed_quality, test_y, prices)
-    graded_val = val[~train_y[val].isnan().any(1)]
-    val_x, val_y = train_x[graded_val], train_y[graded_val]
-    validation_curve = sweep(fit_rows_blend.apply(val_x, heads(val_x)), val_y, prices)
+    validation_curve = sweep(val_quality, train_y[graded_val], prices)
     report = {
         "n": len(test_prompts), "models": models,
         "train": {"files": [str(f) for f in train_files], "n": len(train_prompts), **choice},
@@ -189,7 +187,7 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
         "prices": price_of, "priced": models_json is not None,
         "price_ratio_at_best_single_accuracy": price_ratio_at(curve, best_single, float(prices[best])),
         "price_ratio_mixing_two_cost_weights": mixed_price_ratio_at(curve, best_single, float(prices[best])),
-        "operating_point": operating_point(validation_curve, float(val_y[:, best].mean()), curve, float(prices[best])),
+        "operating_point": operating_point(validation_curve, float(train_y[graded_val, best].mean()), curve, float(prices[best])),
         "curve": curve, "seed": config.seed,
     }
     if with_learning_curve and oracle > best_single:

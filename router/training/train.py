@@ -171,10 +171,10 @@ def fit_ridge(features: torch.Tensor, outcomes: torch.Tensor, alpha: float) -> t
 
 
 def fit_outcome_blend(head: nn.Module, calibration: Calibration, features: torch.Tensor, outcomes: torch.Tensor,
-                      fit: torch.Tensor, val: torch.Tensor) -> tuple[OutcomeBlend, dict, OutcomeBlend]:
+                      fit: torch.Tensor, val: torch.Tensor) -> tuple[OutcomeBlend, dict, tuple[torch.Tensor, torch.Tensor]]:
     """The kNN's k and the ridge's alpha that route best on the validation rows (fitted on the `fit` rows), then both
     refitted on the fit and validation rows together; returns the blend, the validation scores behind each choice,
-    and the blend fitted on the `fit` rows alone (what the validation rows may be scored with)."""
+    and (the graded validation rows, their quality as the blend fitted on the `fit` rows alone predicts it)."""
     graded = val[~outcomes[val].isnan().any(1)]
     x, y = features[graded], outcomes[graded]
     knn = {k: routed_score(knn_outcomes(features[fit], outcomes[fit], x, k), y) for k in KNN_CANDIDATES}
@@ -183,12 +183,13 @@ def fit_outcome_blend(head: nn.Module, calibration: Calibration, features: torch
     k, alpha = max(knn, key=knn.get), max(ridge, key=ridge.get)  # ties: the first candidate
     with torch.no_grad():
         heads = calibration.apply(head(x)[1]).sigmoid()
-    on_fit_rows = OutcomeBlend(features[fit], outcomes[fit], k, ridges[alpha])
-    validation = {"heads": routed_score(heads, y), "blend": routed_score(on_fit_rows.apply(x, heads), y),
+    unseen = OutcomeBlend(features[fit], outcomes[fit], k, ridges[alpha]).apply(x, heads)
+    validation = {"heads": routed_score(heads, y), "blend": routed_score(unseen, y),
                   **{f"knn_k{c}": v for c, v in knn.items()}, **{f"ridge_alpha{c}": v for c, v in ridge.items()}}
     rows = torch.cat([fit, val])
     blend = OutcomeBlend(features[rows], outcomes[rows], k, fit_ridge(features[rows], outcomes[rows], alpha))
-    return blend, {"knn_k": k, "ridge_alpha": alpha, "validation": {n: round(v, 4) for n, v in validation.items()}}, on_fit_rows
+    return blend, {"knn_k": k, "ridge_alpha": alpha, "validation": {n: round(v, 4) for n, v in validation.items()}}, \
+        (graded, unseen)
 
 
 def split_rows(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
