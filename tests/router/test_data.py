@@ -16,7 +16,7 @@ def test_dataset_covers_every_domain_with_many_sources():
     domains = Counter(i["domain"] for i in items)
     assert set(domains) == set(data.DOMAINS) and min(domains.values()) > 1000
     sources = {i["source"] for i in items}
-    assert {"humaneval", "leetcode", "gsm8k", "red-trivia", "healthbench", "mt-bench", "medmcqa"} <= sources
+    assert {"humaneval", "leetcode", "gsm8k", "red-trivia", "healthbench", "mt-bench", "medmcqa", "jee-math"} <= sources
     assert sum(s.startswith("mmlu/") for s in sources) == 57
     assert all(i["prompt"] and i["prompt"] != "question" for i in items)  # header rows dropped
 
@@ -39,6 +39,27 @@ def test_medical_exam_questions_are_biomedical_multiple_choice_with_their_answer
     assert not any(p.startswith("Subject:") or "\na) " in p for p in exam)
     vitamin = next(i for p, i in exam.items() if p.startswith("Which vitamin is supplied from only animal source"))
     assert vitamin["check"]["answer"] == "C" and "C. Vitamin B12" in vitamin["check"]["task"]
+
+
+def test_evals_registry_math_and_sql_are_read_with_their_answers():
+    """JEE mathematics and the statistics questions are math, Spider's text-to-SQL is code; each sample kept once."""
+    items = data.load()
+    sizes = Counter(i["source"] for i in items)
+    assert {s: sizes[s] for s in ("jee-math", "stats-tests", "probability-questions", "probability-word-problems",
+                                  "spider-sql")} == {"jee-math": 434, "stats-tests": 15, "probability-questions": 100,
+                                                     "probability-word-problems": 17, "spider-sql": 194}
+    by_prompt = {i["prompt"]: i for i in items}
+    jee = next(i for i in items if i["source"] == "jee-math" and "f(1) + f(2) = f(3)" in i["prompt"])
+    assert jee["domain"] == "math" and jee["check"]["answer"] == "B" and "B. 90" in jee["check"]["task"]
+    assert not any(i["source"] == "jee-math" and "\n(A) " in i["prompt"] for i in items)  # re-rendered
+    dice = by_prompt["A pair of fair, standard dice are rolled. What is the probability the sum of the dice is 5"]
+    assert dice["check"] == {"kind": "number", "task": dice["prompt"], "answer": "0.1111"}
+    cigars = next(i for p, i in by_prompt.items() if p.startswith("At a country club, 7% smoke cigars"))
+    assert cigars["check"]["answer"] == "70"
+    stats = [i for i in items if i["source"] == "stats-tests"]
+    assert all("Answer Choices:" not in i["prompt"] for i in stats) and stats[0]["check"]["answer"] in "ABCD"
+    sql = [i for i in items if i["source"] == "spider-sql"]
+    assert {i["domain"] for i in sql} == {"code"} and all("Question:" in i["prompt"] and "Table:" in i["prompt"] for i in sql)
 
 
 def test_multiple_choice_layouts_are_mixed():
