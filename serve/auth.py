@@ -162,8 +162,7 @@ class Gate:
         security = profile.security
         if not security.auth:
             return cls(None)
-        quotas = Quotas(security.redis_url, security.redis_down, security.slot_ttl_s, security.redis_timeout_s) \
-            if security.redis_url else None
+        quotas = Quotas(security) if security.redis_url else None
         store = KeyStore(store_path(security))
         return cls(store, quotas, Limits(security.rpm, security.tpm, security.concurrent))
 

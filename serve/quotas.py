@@ -17,7 +17,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import redis.asyncio
 from limits import RateLimitItemPerMinute
@@ -28,6 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from router.catalog import Security
 from serve.errors import rate_limited, unavailable
 
 log = logging.getLogger("ray.serve")
@@ -100,18 +101,19 @@ def total_tokens(usage: dict[str, Any]) -> int:
 class Quotas:
     """Admits a key's request against its quotas and settles it when it ends; counters live in Redis."""
 
-    def __init__(self, redis_url: str, redis_down: Literal["open", "closed"] = "open", slot_ttl_s: float = 600,
-                 timeout_s: float = 0.5) -> None:
-        """`timeout_s` bounds each Redis call and connection, without retry: a hung Redis must not hold a request longer."""
-        pool = redis.asyncio.ConnectionPool.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                                     retry=Retry(NoBackoff(), 0))
-        storage = RedisStorage(f"async+{redis_url}", implementation="redispy", connection_pool=pool, wrap_exceptions=True,
+    def __init__(self, security: Security) -> None:
+        """Settings from the profile's `security` (its defaults are the only ones); `redis_timeout_s` bounds each Redis
+        call and connection, without retry: a hung Redis must not hold a request longer."""
+        timeout_s = security.redis_timeout_s
+        pool = redis.asyncio.ConnectionPool.from_url(security.redis_url, socket_timeout=timeout_s,
+                                                     socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+        storage = RedisStorage(f"async+{security.redis_url}", implementation="redispy", connection_pool=pool, wrap_exceptions=True,
                                key_prefix=KEY_PREFIX)
         self.tokens = FixedWindowRateLimiter(storage)
         self.redis = redis.asyncio.Redis(connection_pool=pool)
         self.acquire_slot = self.redis.register_script(ACQUIRE_SLOT)
         self.count_request = self.redis.register_script(COUNT_REQUEST)
-        self.redis_down, self.slot_ttl_ms = redis_down, int(slot_ttl_s * 1000)
+        self.redis_down, self.slot_ttl_ms = security.redis_down, int(security.slot_ttl_s * 1000)
         self.store_failures = 0  # Redis calls that failed: each one a request served without quotas (open) or refused
         self._warned_at = -math.inf
         self._settling: set[asyncio.Task] = set()

@@ -164,15 +164,15 @@ def test_at_the_deadline_a_stalled_proposer_is_cancelled_and_the_others_answer(h
     ({"model": "ensemble-vote", "n": 2}, "n"),
     ({"model": "ensemble-vote", "router": {"cache": "yes"}}, "router.cache"),
 ])
-def test_a_bad_ensemble_request_is_a_400_with_the_reason(http: httpx.Client, payload: dict, param: str, toss_up: list[dict]):
-    response = http.post("/v1/chat/completions", json={"messages": toss_up, **payload})
+def test_a_bad_ensemble_request_is_a_400_with_the_reason(http: httpx.Client, payload: dict, param: str):
+    response = http.post("/v1/chat/completions", json={"messages": CLEAR, **payload})
     assert assert_openai_error(response, 400)["param"] == param
 
 
-def test_ensembles_answer_chat_only_and_an_unknown_virtual_model_is_404(http: httpx.Client, toss_up: list[dict]):
+def test_ensembles_answer_chat_only_and_an_unknown_virtual_model_is_404(http: httpx.Client):
     response = http.post("/v1/completions", json={"model": "ensemble-vote", "prompt": "hi"})
     assert "chat" in assert_openai_error(response, 400)["message"]
-    assert_openai_error(http.post("/v1/chat/completions", json={"model": "ensemble-debate", "messages": toss_up}), 404,
+    assert_openai_error(http.post("/v1/chat/completions", json={"model": "ensemble-debate", "messages": CLEAR}), 404,
                         "model_not_found")
 
 

@@ -16,7 +16,7 @@ from limits import RateLimitItemPerMinute
 from redis import Redis as SyncRedis
 
 from cluster import redis_server
-from router.catalog import load_profile
+from router.catalog import Security, load_profile
 from serve.auth import Gate, KeyStore, create_key
 from serve.errors import APIError
 from serve.quotas import Limits, Quotas
@@ -36,10 +36,15 @@ def redis(tmp_path: Path):
         yield server
 
 
-def answering(redis, **options) -> Quotas:
+def checker(redis, **settings) -> Quotas:
+    """Quotas on this Redis, with the profile's defaults for any setting not given."""
+    return Quotas(Security(auth=True, redis_url=redis.url, **settings))
+
+
+def answering(redis, **settings) -> Quotas:
     """Checkers for tests that need Redis to answer: a generous timeout, so a busy test machine's slow connect is not
     taken for Redis being down (that is what the tests of a stopped or hung Redis are for)."""
-    return Quotas(redis.url, timeout_s=10, **options)
+    return checker(redis, redis_timeout_s=10, **settings)
 
 
 def key() -> str:
@@ -162,7 +167,7 @@ def test_a_refused_request_gives_its_concurrency_slot_back(redis):
 
 def test_redis_down_fails_open_then_quotas_resume(redis, caplog):
     async def run():
-        quotas, tenant, limits = Quotas(redis.url, redis_down="open"), key(), Limits(rpm=1, tpm=0, concurrent=1)
+        quotas, tenant, limits = checker(redis, redis_down="open"), key(), Limits(rpm=1, tpm=0, concurrent=1)
         await quotas.admit(tenant, limits)
         redis.stop()
         began = time.monotonic()
@@ -178,7 +183,7 @@ def test_redis_down_fails_open_then_quotas_resume(redis, caplog):
 
 def test_redis_down_fails_closed_with_503_and_retry_after(redis):
     async def run():
-        quotas = Quotas(redis.url, redis_down="closed")
+        quotas = checker(redis, redis_down="closed")
         redis.stop()
         error = await refused(quotas, key(), Limits(rpm=10, tpm=0, concurrent=0))
         await quotas.aclose()
