@@ -107,8 +107,8 @@ class Quotas:
         timeout_s = security.redis_timeout_s
         pool = redis.asyncio.ConnectionPool.from_url(security.redis_url, socket_timeout=timeout_s,
                                                      socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
-        storage = RedisStorage(f"async+{security.redis_url}", implementation="redispy", connection_pool=pool, wrap_exceptions=True,
-                               key_prefix=KEY_PREFIX)
+        storage = RedisStorage(f"async+{security.redis_url}", implementation="redispy", connection_pool=pool,
+                               wrap_exceptions=True, key_prefix=KEY_PREFIX)
         self.tokens = FixedWindowRateLimiter(storage)
         self.redis = redis.asyncio.Redis(connection_pool=pool)
         self.acquire_slot = self.redis.register_script(ACQUIRE_SLOT)

@@ -115,7 +115,7 @@ def cmd_cost_curve(args: argparse.Namespace) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    from router.training.encoder_finetune import FinetuneConfig, parse_student
+    from router.training.encoder_finetune import FinetuneConfig, parse_finetune, parse_student
     from router.training.quality_eval import EPOCH_CANDIDATES
 
     p = argparse.ArgumentParser(prog="python -m router", description=__doc__)
@@ -146,8 +146,10 @@ def parser() -> argparse.ArgumentParser:
     student = s.add_mutually_exclusive_group()
     student.add_argument("--student", type=parse_student, metavar="LAYERS:TOKENS",
                          help="score with an int8 student of the encoder distilled to this size (router.training.encoder_finetune)")
-    student.add_argument("--finetune", dest="student", action="store_const", const=FinetuneConfig(),
-                         help="score with the full encoder fine-tuned on the role labels first (router.training.encoder_finetune)")
+    student.add_argument("--finetune", dest="student", type=parse_finetune, nargs="?", const=FinetuneConfig(),
+                         metavar="SEEDS", help="score with the full encoder fine-tuned on the role labels first "
+                         "(router.training.encoder_finetune): the weight average of seeds 0-2, or of SEEDS (one seed, or a "
+                         "range such as 0-1)")
 
     s = add("eval", "role-routing hit rates, scoring cost and baselines")
     s.add_argument("--data", type=Path, help="JSONL with `prompt` and `domain` per line")
@@ -160,9 +162,9 @@ def parser() -> argparse.ArgumentParser:
     student.add_argument("--student", type=parse_student, metavar="LAYERS:TOKENS",
                          help="--loso with distilled int8 students, each held-out fold embedded by one that never saw it "
                               "(the cost fields still time --checkpoint: train one with --student to time a student)")
-    student.add_argument("--finetune", dest="student", action="store_const", const=FinetuneConfig(),
-                         help="--loso with encoders fine-tuned on the role labels, each held-out fold embedded by one "
-                              "that never saw it")
+    student.add_argument("--finetune", dest="student", type=parse_finetune, nargs="?", const=FinetuneConfig(),
+                         metavar="SEEDS", help="--loso with encoders fine-tuned on the role labels, each held-out fold "
+                         "embedded by one that never saw it (seeds as train's --finetune)")
 
     s = add("quality-eval", "strong/weak quality routing on per-model outcome CSVs")
     s.add_argument("--train", type=Path, nargs="+", required=True)
@@ -173,9 +175,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, nargs="+", default=list(EPOCH_CANDIDATES),
                    help="candidate epoch counts, chosen by APGR on a validation split of the train files")
     s.add_argument("--plot", type=Path, help="write the cost-quality PNG here")
-    s.add_argument("--finetune", action="store_true",
+    s.add_argument("--finetune", type=parse_finetune, nargs="?", const=FinetuneConfig(), metavar="SEEDS",
                    help="fit on an encoder fine-tuned on the role labels of every dataset source but the test files' "
-                        "(~15 min on 2 cores; docs/router/README.md: it routes worse than the frozen one)")
+                        "(seeds as train's --finetune, ~14 min each on 2 cores; docs/router/README.md: it routes worse than "
+                        "the frozen one)")
 
     s = add("outcome-eval", "route among any models by per-prompt outcome files: routed accuracy, baselines, "
                             "cost-quality curve (with --out, a PNG beside the JSON)")

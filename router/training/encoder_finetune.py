@@ -7,12 +7,14 @@
 - Fine-tuned (`FinetuneConfig`): the full encoder trained on the role labels (a linear role classifier on the
   pooled vector, source-balanced and label-smoothed like the heads; the classifier is then thrown away and the
   heads are fitted on the new vectors as usual) -- so the embedding space itself separates the roles, which a
-  frozen sentence encoder only does by accident. Same cost per prompt as the deployed encoder.
+  frozen sentence encoder only does by accident. Three seeds are fine-tuned and their weights averaged (a model
+  soup), so no one seed's luck decides what a retrain routes. Same cost per prompt as the deployed encoder.
 
 Either way the word-embedding table stays the package's (frozen), so a student is only the transformer layers,
 position embeddings and layer norms (float16: ~7.8 MB for 2 layers, ~22 MB for 6). Deterministic for a seed on
 the same thread count. `python -m router train --student 2:48` distils 4 epochs over the dataset's 21,662 prompts
-in ~9.5 of its 10.3 minutes on 2 cores; `--finetune` trains the full encoder for one epoch in ~11 of its ~13.5.
+in ~9.5 of its 10.3 minutes on 2 cores; `--finetune` trains the full encoder for one epoch three times (seeds
+0-2, ~11 minutes each on the 22,722 prompts of dataset v4), then averages them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import argparse
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from tqdm import tqdm
@@ -55,6 +57,9 @@ class FinetuneConfig(DistillConfig):
     label_smoothing: float = 0.1  # as FitConfig
     source_balance: float = 0.5  # as FitConfig: an item weighs (items in its source) ** -this
     logit_scale: float = 20.0  # unit vectors -> classifier logits with a usable range
+    # fine-tunes from seeds seed, seed + 1, ... averaged weight by weight (`soup`): one seed's fit moves single held-out
+    # sources by up to 9 points (docs/router/README.md); left out of the repr, which keys one fine-tune's cache entry
+    soup: int = field(default=3, repr=False)
 
 
 def parse_student(spec: str) -> DistillConfig:
@@ -66,6 +71,18 @@ def parse_student(spec: str) -> DistillConfig:
     if not (1 <= layers <= LAYERS and 1 <= tokens <= MAX_TOKENS):
         raise argparse.ArgumentTypeError(f"{spec}: layers must be 1-{LAYERS} and tokens 1-{MAX_TOKENS} (the full encoder's)")
     return DistillConfig(layers=layers, tokens=tokens)
+
+
+def parse_finetune(spec: str) -> FinetuneConfig:
+    """'SEED' or 'FIRST-LAST' (the command-line form) -> one fine-tune with that seed, or the soup of those seeds."""
+    first, dash, last = spec.partition("-")
+    try:
+        seeds = range(int(first), int(last if dash else first) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a seed such as 1 or a range of seeds such as 0-2, got {spec!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{spec}: the range of seeds is empty (write the lower seed first)")
+    return FinetuneConfig(seed=seeds[0], soup=len(seeds))
 
 
 def describe(config: DistillConfig | None) -> dict | None:
@@ -164,9 +181,18 @@ def finetune(items: list[dict], config: FinetuneConfig = FinetuneConfig(), progr
     return train_layers([i["prompt"] for i in items], RoleLoss(roles, weights, config), config, progress)
 
 
+def soup(members: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """A uniform model soup: the members' weights averaged. Fine-tunes of one start at a small learning rate stay in
+    one basin, so their average is a fine-tune too, with less of any one seed's luck in it."""
+    return {name: (sum(m[name].float() for m in members) / len(members)).half() for name in members[0]}
+
+
 def student_weights(items: list[dict], config: DistillConfig, progress: bool = False) -> dict[str, torch.Tensor]:
     """A student trained on the items, distilled or fine-tuned by the config's kind; kept on disk under
-    `.cache/router/students/` by config and what it learns from (same weights, trained once)."""
+    `.cache/router/students/` by config and what it learns from (same weights, trained once), a soup's members
+    one by one."""
+    if isinstance(config, FinetuneConfig) and config.soup > 1:
+        return soup([student_weights(items, replace(config, seed=config.seed + k, soup=1), progress) for k in range(config.soup)])
     texts = [i["prompt"] for i in items]
     labelled = [f"{i['prompt']}\0{i['domain']}\0{i['source']}" for i in items]
     learns_from = labelled if isinstance(config, FinetuneConfig) else texts

@@ -22,6 +22,7 @@ import torch
 
 from router.training.outcomes import read_outcomes
 from router.encoder import MiniLMEncoder
+from router.training.encoder_finetune import FinetuneConfig, student_encoder
 from router.training.train import FitConfig, fit_head
 
 SHARES = [i / 100 for i in range(101)]
@@ -120,24 +121,23 @@ def sources_of_files(files: list[Path], sources: set[str]) -> set[str]:
     return found
 
 
-def role_encoder_without(test_files: list[Path]) -> MiniLMEncoder:
+def role_encoder_without(test_files: list[Path], finetune: FinetuneConfig) -> MiniLMEncoder:
     """The encoder fine-tuned on the dataset's role labels as the deployed scorer's is, minus the sources the test
     files hold, so no test prompt reaches it (the deployed encoder saw every MMLU subject's prompts)."""
     from router.training.data import load
-    from router.training.encoder_finetune import FinetuneConfig, student_encoder
 
     items = load()
     held_out = sources_of_files(test_files, {i["source"] for i in items})
-    return student_encoder([i for i in items if i["source"] not in held_out], FinetuneConfig(), progress=True)
+    return student_encoder([i for i in items if i["source"] not in held_out], finetune, progress=True)
 
 
 def quality_eval(train_files: list[Path], test_files: list[Path], strong: str, weak: str,
                  exclude_files: list[Path] = (), config: FitConfig = FitConfig(),
-                 epoch_candidates: tuple[int, ...] = EPOCH_CANDIDATES, role_finetuned: bool = False) -> dict:
+                 epoch_candidates: tuple[int, ...] = EPOCH_CANDIDATES, role_finetuned: FinetuneConfig | None = None) -> dict:
     """Route the test files by a quality head fitted on the train files, on the frozen encoder's vectors or
-    (`role_finetuned`) on those of an encoder fine-tuned on the role labels without the test files' sources."""
+    on those of an encoder fine-tuned (with `role_finetuned`'s seeds) on the role labels without the test files' sources."""
     exclude = read_excluded(list(exclude_files))
-    encoder = role_encoder_without(test_files) if role_finetuned else MiniLMEncoder()
+    encoder = role_encoder_without(test_files, role_finetuned) if role_finetuned else MiniLMEncoder()
     validation = choose_epochs(encoder, list(train_files), strong, weak, exclude, config, tuple(epoch_candidates))
     config = replace(config, epochs=validation["epochs"])
     train_prompts, train_outcomes = read_pairs(train_files, strong, weak, set())

@@ -31,6 +31,12 @@ def role_margin(vectors: torch.Tensor, roles: torch.Tensor) -> float:
     return (own - cosines.scatter(1, roles[:, None], -2.0).max(1).values).mean().item()
 
 
+def role_sample() -> tuple[list[dict], list[str], torch.Tensor]:
+    """120 items, half of them general, every role present: their prompts and role targets."""
+    items = [i for i in sample(400) if i["domain"] != "general"][:60] + [i for i in sample(400) if i["domain"] == "general"][:60]
+    return items, [i["prompt"] for i in items], role_targets([i["domain"] for i in items])
+
+
 def test_distillation_moves_a_student_towards_the_full_encoder_and_is_deterministic():
     texts = [i["prompt"] for i in sample(96)]
     teacher = MiniLMEncoder().encode_cached(texts)
@@ -47,14 +53,43 @@ def test_distillation_moves_a_student_towards_the_full_encoder_and_is_determinis
 
 
 def test_fine_tuning_pulls_prompts_of_one_role_together_and_is_deterministic():
-    items = [i for i in sample(400) if i["domain"] != "general"][:60] + [i for i in sample(400) if i["domain"] == "general"][:60]
-    texts, roles = [i["prompt"] for i in items], role_targets([i["domain"] for i in items])
+    items, texts, roles = role_sample()
     weights = students.finetune(items, TINY_FINETUNE)
     before = role_margin(MiniLMEncoder(TINY_FINETUNE.tokens, TINY_FINETUNE.layers).encode(texts), roles)
     after = role_margin(MiniLMEncoder(TINY_FINETUNE.tokens, TINY_FINETUNE.layers, student=weights).encode(texts), roles)
     assert after > before + 0.05
     again = students.finetune(items, TINY_FINETUNE)
     assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+def test_a_fine_tune_soup_averages_its_seeds_each_trained_once_and_still_separates_the_roles(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECIALISTS_CACHE", str(tmp_path))
+    items, texts, roles = role_sample()
+    config = replace(TINY_FINETUNE, soup=2)
+    weights = students.student_weights(items, config)
+    members = [students.finetune(items, replace(config, seed=seed)) for seed in (0, 1)]
+    assert not torch.equal(members[0]["encoder.layer.0.output.dense.weight"], members[1]["encoder.layer.0.output.dense.weight"])
+    mean = {k: (members[0][k].float() + members[1][k].float()) / 2 for k in weights}
+    assert all(torch.allclose(weights[k].float(), mean[k], rtol=1e-3, atol=1e-4) for k in weights)  # float16's rounding
+    assert len(list((tmp_path / "router" / "students").iterdir())) == 2  # the members, keyed as single fine-tunes
+    assert students.student_weights(items, replace(config, soup=1)).keys() == weights.keys()  # seed 0's, from the cache
+    assert len(list((tmp_path / "router" / "students").iterdir())) == 2
+    before = role_margin(MiniLMEncoder(config.tokens, config.layers).encode(texts), roles)
+    after = role_margin(MiniLMEncoder(config.tokens, config.layers, student=weights).encode(texts), roles)
+    assert after > before + 0.05
+
+
+def test_finetune_seeds_on_the_command_line_are_one_seed_or_a_range_and_default_to_a_soup_of_three():
+    from router.training.cli import parser
+
+    def parsed(*finetune: str) -> FinetuneConfig:
+        return parser().parse_args(["eval", "--loso", "--finetune", *finetune]).student
+
+    assert (parsed().seed, parsed().soup) == (0, 3) and parsed() == FinetuneConfig()
+    assert (parsed("1").seed, parsed("1").soup) == (1, 1) and (parsed("0-1").seed, parsed("0-1").soup) == (0, 2)
+    for bad in ("2-1", "x", "1-"):
+        with pytest.raises(SystemExit):
+            parsed(bad)
 
 
 @pytest.mark.parametrize("config", [TINY, replace(TINY_FINETUNE, quantized=False)], ids=["distilled-int8", "fine-tuned-fp32"])

@@ -25,19 +25,19 @@ pytestmark = pytest.mark.cluster
 CLEAR = [{"role": "user", "content": "What is 6 * 7?"}]
 # questions between programming and general knowledge; which one the scorer finds the closest call moves with each
 # retrain (the hash map was 0.53 / 0.47 on dataset v3, 0.73 / 0.27 on v4), what RouteMoA does with a toss-up does not
-TOSS_UP_CANDIDATES = ("Explain how a hash map works.", "Explain how a hash table works.", "What is recursion?",
-                      "How does a computer virus spread?", "How do computers store numbers?", "What is a hash map?")
+TOSS_UP_CANDIDATES = ("Explain how a hash map works.", "Explain how a hash table works.", "How does a hash function work?",
+                      "How do passwords get stored safely?", "How does encryption work?", "What is a hash map?")
 NO_CACHE = {"cache": False}
 METRICS_URL = "http://127.0.0.1:8080/metrics"
 
 
 @pytest.fixture(scope="module")
 def toss_up() -> list[dict]:
-    """The candidate whose predicted quality the shipped scorer splits most evenly between tiny-coder and tiny-general."""
+    """The candidate whose predicted quality the shipped scorer splits most evenly between tiny-coder and tiny-general,
+    each scored alone as the ingress scores a request (int8 activations are scaled per batch: batched, they move)."""
     profile = load_profile("tiny")
     router = Router.from_profile(profile)
-    roles, models = router.predict(list(TOSS_UP_CANDIDATES))
-    qualities = [router.specialist_quality(r, m) for r, m in zip(roles, models)]
+    qualities = [router.specialist_quality(r[0], m[0]) for r, m in (router.predict([p]) for p in TOSS_UP_CANDIDATES)]
     gaps = {prompt: abs(q[CODER] - q[GENERAL]) for prompt, q in zip(TOSS_UP_CANDIDATES, qualities)}
     prompt = min(gaps, key=gaps.get)
     assert gaps[prompt] < profile.ensemble.score_gap, f"no candidate is a toss-up for this checkpoint: {gaps}"
