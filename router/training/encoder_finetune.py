@@ -14,7 +14,7 @@ Either way the word-embedding table stays the package's (frozen), so a student i
 position embeddings and layer norms (float16: ~7.8 MB for 2 layers, ~22 MB for 6). Deterministic for a seed on
 the same thread count. `python -m router train --student 2:48` distils 4 epochs over the dataset's 21,662 prompts
 in ~9.5 of its 10.3 minutes on 2 cores; `--finetune` trains the full encoder for one epoch three times (seeds
-0-2, ~11 minutes each on the 22,722 prompts of dataset v4), then averages them.
+0-2, 11-14 minutes each on the 22,722 prompts of dataset v4), then averages them.
 """
 
 from __future__ import annotations
