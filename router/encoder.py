@@ -5,9 +5,12 @@ to be used.
 Runtime: ONNX Runtime on an export of `PooledMiniLM` (pooling included in the graph), built once into
 `.cache/router/onnx/` from the installed package's weights, with a checkpoint's fine-tuned layers (`student`) over
 them and, when `quantized`, int8 weights with one scale per output channel: the shipped scorer serves that graph
-(`python -m router prepare` builds it ahead of serving; a missing graph is built on first use). Several prompts
-are encoded in length-sorted batches of BATCH (padding is masked out of attention and pooling), so a prompt's
-vector depends on its batch-mates only by float rounding.
+(`python -m router prepare` builds it ahead of serving; a missing graph is built on first use). In fp32 several
+prompts are encoded in length-sorted batches of BATCH (padding is masked out of attention and pooling), so a prompt's
+vector depends on its batch-mates only by float rounding. The int8 graph quantises its activations with one scale per
+call, taken over every prompt and padding position in it (onnxruntime's dynamic quantisation has no per-row scale),
+so it encodes one prompt per call: a prompt then gets the same vector whether it is scored alone, in the ingress's
+micro-batch of concurrent requests, or in an evaluation -- the routing of a request never depends on its neighbours.
 
 Training and evaluation embed the same prompts many times, so `encode_cached` keeps the embeddings on disk under
 `.cache/router/embeddings/`, keyed by the encoder's identity and each prompt's sha256; serving uses `encode`.
@@ -31,7 +34,7 @@ from router.sources import ENCODER_PACKAGE, encoder_dir
 
 MAX_TOKENS = 128
 LAYERS = 6  # all of all-MiniLM-L6-v2's transformer layers
-BATCH = 16  # prompts per forward pass, after sorting by token count so a batch pads to nearly its own length
+BATCH = 16  # fp32 prompts per forward pass, after sorting by token count so a batch pads to nearly its own length
 DIM = 384  # all-MiniLM-L6-v2 hidden size
 THREADS = 2  # onnxruntime intra-op threads (the machine's cores)
 
@@ -153,6 +156,7 @@ class MiniLMEncoder:
         self.max_tokens = max_tokens
         self.layers = layers
         self.quantized = quantized
+        self.per_call = 1 if quantized else BATCH  # int8 activation scales span the call: see the module docstring
         self.dim = DIM
         self._lock = threading.Lock()
 
@@ -169,6 +173,12 @@ class MiniLMEncoder:
                 "features": f"minilm-l{self.layers}-mean-pooled-{runtime(self.quantized)}{trained}",
                 "max_tokens": self.max_tokens, "dim": self.dim}
 
+    @property
+    def identity(self) -> str:
+        """What an embedding is a function of (the graph and how many prompts share a call): the key of every cache of
+        vectors. Not part of `info`, which is what a checkpoint's weights were trained against."""
+        return f"{sorted(self.info.items())}|{self.per_call} per call"
+
     def _forward(self, ids: list[list[int]]) -> torch.Tensor:
         input_ids, mask = pad(ids)
         return torch.from_numpy(self.session.run(None, {"ids": input_ids, "mask": mask})[0])
@@ -182,13 +192,13 @@ class MiniLMEncoder:
         encodings = self.tokenizer.encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         with self._lock:
-            for start in range(0, len(order), BATCH):
-                chunk = order[start : start + BATCH]
+            for start in range(0, len(order), self.per_call):
+                chunk = order[start : start + self.per_call]
                 out[chunk] = self._forward([encodings[i].ids for i in chunk])
         return out
 
     def cache_path(self) -> Path:
-        key = hashlib.sha256(repr(sorted(self.info.items())).encode()).hexdigest()[:12]
+        key = hashlib.sha256(self.identity.encode()).hexdigest()[:12]
         return default_cache_dir() / "router" / "embeddings" / f"minilm-{key}.pt"
 
     def encode_cached(self, texts: list[str]) -> torch.Tensor:

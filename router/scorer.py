@@ -136,7 +136,7 @@ def reference_set(features: torch.Tensor, roles: torch.Tensor) -> tuple[torch.Te
 
 def reference_path(encoder: MiniLMEncoder, rows_digest: str) -> Path:
     """Where the kNN reference of these training rows, embedded by this encoder, is kept."""
-    key = hashlib.sha256(f"{sorted(encoder.info.items())}|{rows_digest}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{encoder.identity}|{rows_digest}".encode()).hexdigest()[:16]
     return default_cache_dir() / "router" / "knn" / f"reference-{key}.pt"
 
 

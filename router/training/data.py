@@ -21,7 +21,7 @@ import yaml
 
 from router.catalog import default_cache_dir
 from router.sources import ensure_installed, package_dir, wheel_file
-from router.training.relabels import BIOMEDICAL_IDS
+from router.training.relabels import RELABELED
 
 DOMAINS = ("code", "math", "biomedical", "general")
 DOMAIN_ROLE = {"code": "coder", "math": "math", "biomedical": "biomedical", "general": "general"}
@@ -43,7 +43,7 @@ MMLU_DOMAIN = {
 MTBENCH_DOMAIN = {"coding": "code", "math": "math"}  # writing, roleplay, reasoning, extraction, stem, humanities
 ARENA_HARD_DOMAIN = {"coding": "code", "math": "math"}  # creative_writing
 TRIVIA_PER_LIST = 60
-LABELS_VERSION = 4  # bump on any change to a label or a source: a dataset built under an older version is not reused
+LABELS_VERSION = 5  # bump on any change to a label or a source: a dataset built under an older version is not reused
 MEDMCQA_ITEM = re.compile(r"Subject: (?P<subject>[^\n]*)\n\n(?P<question>.*)\n\na\) (.*)\nb\) (.*)\nc\) (.*)\nd\) (.*)", re.S)
 JEE_ITEM = re.compile(r"(?P<question>.*?)\n\(A\) ?(.*)\n\(B\) ?(.*)\n\(C\) ?(.*)\n\(D\) ?(.*)", re.S)  # one option is blank
 JEE_ANSWER = re.compile(r"the correct answer is \(([ABCD])\)")
@@ -230,8 +230,8 @@ READERS = (_humaneval, _leetcode, _gsm8k, _aime, _mmlu, _trivia, _eval_framework
 
 
 def iter_items() -> Iterator[dict]:
-    """Every labeled item from every source, deduplicated on the whitespace-normalised prompt; the hand-picked body
-    and health questions of general sources (`relabels.py`) are `biomedical`."""
+    """Every labeled item from every source, deduplicated on the whitespace-normalised prompt; the hand-picked items
+    of general sources that ask for a specialist (`relabels.py`) carry its domain."""
     seen: set[str] = set()
     for reader in READERS:
         for item in reader():
@@ -240,8 +240,7 @@ def iter_items() -> Iterator[dict]:
             if item["prompt"] and key not in seen:
                 seen.add(key)
                 item["id"] = f"{item['source']}#{len(seen)}"
-                if item["id"] in BIOMEDICAL_IDS:
-                    item["domain"] = "biomedical"
+                item["domain"] = RELABELED.get(item["id"], item["domain"])
                 yield item
 
 

@@ -1,12 +1,23 @@
-"""Items of general-labelled sources that ask how the human body works: labelled `biomedical`, one by one.
+"""Items of general-labelled sources that a user would send to a specialist: labelled with its role, one by one.
 
-Whole sources get one role (an MMLU subject, a benchmark), but some general sources hold questions a user would
-send to the biomedical specialist: high school psychology's senses, nerves, brain and hormones, human sexuality's
-reproductive physiology, trivia about organs and diseases, everyday health questions. Left `general`, they
-taught the router that questions about organs and senses are general ones. Each id below was read and picked by
-hand from the candidates a list of anatomy, physiology and medical terms matched in these sources (the rule: the
-answer needs knowledge of the body, its organs, senses, diseases or drugs; psychology of behaviour, therapy and
-ethics stays general). An id is `source#n` from `data.iter_items`, stable for the pinned packages;
+Whole sources get one role (an MMLU subject, a benchmark), but some general sources hold requests for a specialist.
+Left `general`, they taught the router that such requests are general ones:
+
+- `BIOMEDICAL` (labels v2): questions about how the human body works -- high school psychology's senses, nerves,
+  brain and hormones, human sexuality's reproductive physiology, trivia about organs and diseases, everyday health
+  questions. Picked from the candidates a list of anatomy, physiology and medical terms matched in these sources (the
+  rule: the answer needs knowledge of the body, its organs, senses, diseases or drugs; psychology of behaviour,
+  therapy and ethics stays general).
+- `CODE` and `MATH` (labels v5): chat requests to write, fix, convert or explain code or a programming concept
+  (`CODE`), or to calculate, solve, prove or explain a mathematical concept (`MATH`), in AlpacaEval, IFEval and
+  MT-bench's writing and roleplay questions. The router sent short concept questions ("What is recursion?", "What
+  is a derivative?") to `general` with ~0.9: these sources taught it that a chat-style question about code or
+  maths is general. Picked from the candidates a list of programming and maths terms matched, and those the labels-v4
+  scorer gave code or math >= 0.25. Left general: writing about software (cover letters, product copy), trivia about
+  computers (a convention of its own: trivia is general), spreadsheet formulas, logic riddles (MT-bench files them as
+  reasoning), and format-only uses of JSON or HTML.
+
+Each id was read and picked by hand. An id is `source#n` from `data.iter_items`, stable for the pinned packages;
 `tests/router/test_data.py` checks that each still names an item of the source it is listed under.
 """
 
@@ -42,4 +53,22 @@ BIOMEDICAL = {
     "ifeval": (19993, 20038, 20179),
     "mt-bench": (21596,),
 }
-BIOMEDICAL_IDS = frozenset(f"{source}#{n}" for source, numbers in BIOMEDICAL.items() for n in numbers)
+CODE = {
+    "alpaca-eval": (
+        19242, 19280, 19284, 19287, 19290, 19303, 19310, 19314, 19337, 19348, 19351, 19370, 19380, 19390, 19394,
+        19395, 19397, 19399, 19406, 19408, 19418, 19423, 19429, 19430, 19440, 19453, 19455, 19459, 19473, 19474,
+        19475, 19485, 19500, 19501, 19502, 19551, 19552, 19553, 19554, 19555, 19558, 19640, 19652, 19657, 19667,
+        19672, 19688, 19689, 19704, 19705, 19716, 19774, 19775, 19776, 19777, 19778, 19779, 19780,
+    ),
+    "ifeval": (19857, 19866, 20026, 20072, 20183, 20265),
+}
+MATH = {
+    "alpaca-eval": (
+        19096, 19139, 19140, 19162, 19184, 19214, 19225, 19258, 19259, 19262, 19306, 19331, 19343, 19349, 19355,
+        19391, 19432, 19437, 19477, 19481, 19602, 19603, 19604, 19605, 19606, 19781, 19782, 19783,
+    ),
+    "ifeval": (19933, 19938, 20029, 20065, 20167, 20187, 20252, 20329, 20330),
+    "mt-bench": (21600, 21602),
+}
+RELABELED = {f"{source}#{n}": domain for domain, picks in (("biomedical", BIOMEDICAL), ("code", CODE), ("math", MATH))
+             for source, numbers in picks.items() for n in numbers}  # item id -> its domain

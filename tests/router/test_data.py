@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from router.training import data
-from router.training.relabels import BIOMEDICAL
+from router.training.relabels import BIOMEDICAL, CODE, MATH
 from router.training.train import outcome_matrix
 
 
@@ -21,14 +21,19 @@ def test_dataset_covers_every_domain_with_many_sources():
     assert all(i["prompt"] and i["prompt"] != "question" for i in items)  # header rows dropped
 
 
-def test_body_and_health_questions_of_general_sources_are_biomedical():
+@pytest.mark.parametrize("domain, picks", [("biomedical", BIOMEDICAL), ("code", CODE), ("math", MATH)])
+def test_hand_picked_items_of_general_sources_carry_the_specialists_domain(domain, picks):
     """Each hand-picked id still names an item of the source it is listed under (ids shift if a package changes)."""
     by_id = {i["id"]: i for i in data.load()}
-    for source, numbers in BIOMEDICAL.items():
+    for source, numbers in picks.items():
         for n in numbers:
-            assert by_id[f"{source}#{n}"]["source"] == source and by_id[f"{source}#{n}"]["domain"] == "biomedical"
+            assert by_id[f"{source}#{n}"]["source"] == source and by_id[f"{source}#{n}"]["domain"] == domain
     prompts = {i["prompt"]: i["domain"] for i in by_id.values()}
     assert prompts["How long does it take our eyes to fully adapt to darkness?"] == "biomedical"
+    assert prompts["Explain the difference between sets and lists in Python."] == "code"
+    assert prompts["Solve for x in the equation 3x + 10 = 5(x - 2)."] == "math"
+    assert prompts["Mike's mother had four kids. Three of them are named Luis, Drake, and Matilda. What is the name of "
+                   "the fourth kid?"] == "general"  # a riddle, not arithmetic
     assert prompts["How can I reduce my alcohol consumption without seeming rude to my friends?"] == "general"
 
 

@@ -4,6 +4,7 @@ import asyncio
 import json
 
 import pytest
+import torch
 
 from router.policy import Load, Weights
 from router.routing import MicroBatcher, Router
@@ -41,7 +42,19 @@ def test_missing_checkpoint_falls_back_to_keywords_and_says_so(tiny_profile, tmp
     assert decision.trace["scorer"].startswith("keyword-fallback") and decision.winner == "tiny-coder"
 
 
-def test_concurrent_calls_share_one_forward_pass(router):
+def test_a_prompt_scores_the_same_alone_or_batched_with_other_requests(router):
+    """The ingress scores concurrent requests in one call; the int8 encoder's activation scale spans a call, so unless
+    it encodes prompt by prompt, a request's route would depend on whatever arrived with it."""
+    prompts = ["What is a linked list?", "Why do my ears pop when a plane takes off?",
+               "Solve for x: 3x + 5 = 20. Show each step, then check the answer by substituting it back. " * 4, ""]
+    vectors = router.scorer.encoder.encode(prompts)
+    roles, _ = router.predict(prompts)
+    for i, prompt in enumerate(prompts):
+        assert torch.equal(vectors[i], router.scorer.encoder.encode([prompt])[0]), prompt
+        assert roles[i].allclose(router.predict([prompt])[0][0], atol=1e-6), prompt  # the heads' float rounding only
+
+
+def test_concurrent_calls_share_one_scorer_call(router):
     calls = []
 
     def predict(texts):

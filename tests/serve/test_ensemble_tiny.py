@@ -24,9 +24,11 @@ pytestmark = pytest.mark.cluster
 
 CLEAR = [{"role": "user", "content": "What is 6 * 7?"}]
 # questions between programming and general knowledge; which one the scorer finds the closest call moves with each
-# retrain (the hash map was 0.53 / 0.47 on dataset v3, 0.73 / 0.27 on v4), what RouteMoA does with a toss-up does not
+# retrain (the hash map was 0.53 / 0.47 on dataset v3, 0.73 / 0.27 on v4, the algorithm 0.58 / 0.42 on labels v5),
+# what RouteMoA does with a toss-up does not
 TOSS_UP_CANDIDATES = ("Explain how a hash map works.", "Explain how a hash table works.", "How does a hash function work?",
-                      "How do passwords get stored safely?", "How does encryption work?", "What is a hash map?")
+                      "How do passwords get stored safely?", "How does encryption work?", "What is a hash map?",
+                      "What is an algorithm?")
 NO_CACHE = {"cache": False}
 METRICS_URL = "http://127.0.0.1:8080/metrics"
 
