@@ -43,7 +43,7 @@ run: $(STAMP)  ## prepare weights, start Ray + Serve on 127.0.0.1:8000 with Prom
 	$(BIN)/python -m cluster.local --profile $(PROFILE) $(RUN_FLAGS)
 
 test: $(STAMP)  ## every tier (what CI runs): unit, cluster (tiny profile on real engines), load, fault, slow (local profile)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=20  # the slowest 20: where CI's 90 minutes go
 
 test-fast: $(STAMP)  ## the unit tier: no cluster, a few minutes
 	$(BIN)/python -m pytest tests -m "not cluster and not load and not fault and not slow"

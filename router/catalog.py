@@ -211,7 +211,8 @@ class Ingress(_Strict):
     max_ongoing_requests: int = Field(default=256, gt=0, description="requests one router replica serves at once; more "
                                       "are refused at once with a 503 `overloaded` and Retry-After")
     max_queued_requests: int = Field(default=64, ge=0, description="requests Ray's proxy holds for a router replica past "
-                                     "what it lets through (the bound plus REFUSAL_HEADROOM); beyond that the proxy's own 503")
+                                     "what it lets through (the bound plus REFUSAL_HEADROOM); beyond that the proxy refuses (a 503 "
+                                     "`overloaded`, sent in our format by serve/proxy_middleware.py)")
     request_timeout_s: float = Field(default=120, gt=0)
     max_body_bytes: int = Field(default=4 << 20, gt=0, description="a larger request body is refused with 413 unread")
     body_timeout_s: float = Field(default=30, gt=0, description="a body still arriving after this gets a 408 (a slow "

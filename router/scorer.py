@@ -187,7 +187,11 @@ class Scorer:
 
     def predict(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            x = self.encoder.encode(texts)
+            return self.predict_vectors(self.encoder.encode(texts))
+
+    def predict_vectors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Role probabilities and quality from prompt vectors already encoded (benchmarks compare ways of encoding)."""
+        with torch.inference_mode():
             role_logits, model_logits = self.head(x)
             if self.calibration is not None:
                 model_logits = self.calibration.apply(model_logits)

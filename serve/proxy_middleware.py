@@ -8,7 +8,9 @@ ray/serve/_private). This ASGI middleware runs inside Ray's proxy, named by
 - a request whose response had not started is sent once more: Ray's router has marked the dead replica, so it
   reaches a live one. The client gets one answer; the dead replica's engine work may have been spent twice;
 - if that fails too, the client gets an OpenAI-style 503 with `Retry-After`;
-- a stream that had started ends with one in-band error event and `data: [DONE]`.
+- a stream that had started ends with one in-band error event and `data: [DONE]`;
+- Ray's own plain-text 503 (its queue for the router is full: `max_queued_requests`, or no replica is up) goes out
+  as our OpenAI-style 503 `overloaded` with `Retry-After`, like the router's own refusals.
 
 A client that went away gets nothing more. Only a body up to `REPLAY_LIMIT_BYTES` is kept for the resend (the
 ingress refuses bigger ones itself).
@@ -23,7 +25,7 @@ from typing import Any
 
 from starlette.middleware import Middleware
 
-from serve.errors import unavailable
+from serve.errors import overloaded, unavailable
 
 IMPORT_PATH = "serve.proxy_middleware.middlewares"
 ATTEMPTS = 2
@@ -81,24 +83,47 @@ class RecordedBody:
 
 
 class SentResponse:
-    """What one attempt sent to the client: whether the response started, finished, and is an SSE stream."""
+    """What one attempt sent to the client: whether the response started, finished, and is an SSE stream. A plain-text
+    503 of Ray's own is held back and sent in the router's error format instead."""
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.started = self.finished = self.sse = False
+        self._refusal: dict[bytes, bytes] | None = None  # the headers of Ray's 503, while its body is read
+        self._refusal_text = b""
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
+            headers = {k.lower(): v for k, v in message.get("headers", [])}
+            content_type = headers.get(b"content-type", b"")
+            if message["status"] == 503 and not content_type.startswith(b"application/json"):
+                self._refusal = headers
+                return
             self.started = True
-            self.sse = any(k.lower() == b"content-type" and v.startswith(b"text/event-stream")
-                           for k, v in message.get("headers", []))
+            self.sse = content_type.startswith(b"text/event-stream")
+        elif message["type"] == "http.response.body" and self._refusal is not None:
+            self._refusal_text += message.get("body", b"")
+            if not message.get("more_body", False):
+                await self._send_refusal()
+            return
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.finished = True
         await self._send(message)
 
+    async def _send_refusal(self) -> None:
+        """Ray's text says why (its queue is full, or no replica is up); the router's format says when to retry."""
+        retry_after = self._refusal.get(b"retry-after", b"1")
+        reason = self._refusal_text.decode(errors="replace").strip()[:300] or "no router replica can take it now"
+        response = overloaded(f"Ray Serve refused the request ({reason})",
+                              retry_after=float(retry_after) if retry_after.isdigit() else 1.0).response()
+        self.started = True
+        await self._send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+        self.finished = True
+        await self._send({"type": "http.response.body", "body": response.body, "more_body": False})
+
 
 class ReplicaLossGuard:
-    """Resend a request whose router replica died before answering; end a cut stream the OpenAI way."""
+    """Resend a request whose router replica died before answering; end a cut stream and refuse the OpenAI way."""
 
     def __init__(self, app: Callable) -> None:
         self.app = app

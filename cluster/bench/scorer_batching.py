@@ -23,17 +23,11 @@ from pathlib import Path
 import torch
 
 from router.encoder import BATCH, THREADS, MiniLMEncoder
-from router.scorer import DEFAULT_CHECKPOINT, Scorer, role_probs
+from router.scorer import DEFAULT_CHECKPOINT, Scorer
 from router.training import data
 from router.training.evaluate import cost_sample
 
 ROUNDS = 3  # alternating timing rounds per way of calling
-
-
-def roles_of(scorer: Scorer, x: torch.Tensor) -> torch.Tensor:
-    """The scorer's role probabilities for given vectors, exactly as `Scorer.predict` combines heads and kNN vote."""
-    with torch.inference_mode():
-        return role_probs(scorer.head(x)[0], x, scorer.reference)
 
 
 def batched_twin(encoder: MiniLMEncoder) -> MiniLMEncoder:
@@ -47,7 +41,7 @@ def compare(scorer: Scorer, texts: list[str]) -> dict:
     """How batching moves each prompt's vector and role probabilities away from the one-per-call ones serving uses."""
     alone, together = scorer.encoder.encode(texts), batched_twin(scorer.encoder).encode(texts)
     cosine = (alone * together).sum(1)
-    probs_alone, probs_together = roles_of(scorer, alone), roles_of(scorer, together)
+    probs_alone, probs_together = scorer.predict_vectors(alone)[0], scorer.predict_vectors(together)[0]
     shift = (probs_alone - probs_together).abs().max(1).values
     return {"n": len(texts), "cosine_min": round(cosine.min().item(), 5), "cosine_mean": round(cosine.mean().item(), 5),
             "role_prob_shift_max": round(shift.max().item(), 4), "role_prob_shift_mean": round(shift.mean().item(), 5),

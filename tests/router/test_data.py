@@ -28,7 +28,10 @@ def test_hand_picked_items_of_general_sources_carry_the_specialists_domain(domai
     for source, numbers in picks.items():
         for n in numbers:
             assert by_id[f"{source}#{n}"]["source"] == source and by_id[f"{source}#{n}"]["domain"] == domain
-    prompts = {i["prompt"]: i["domain"] for i in by_id.values()}
+
+
+def test_relabelling_moves_specialist_requests_and_leaves_look_alikes_general():
+    prompts = {i["prompt"]: i["domain"] for i in data.load()}
     assert prompts["How long does it take our eyes to fully adapt to darkness?"] == "biomedical"
     assert prompts["Explain the difference between sets and lists in Python."] == "code"
     assert prompts["Solve for x in the equation 3x + 10 = 5(x - 2)."] == "math"

@@ -11,15 +11,18 @@ from serve import proxy_middleware
 from serve.proxy_middleware import ReplicaLossGuard
 
 BODY = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}'
+RAY_REFUSAL = b"Request dropped due to backpressure (num_queued_requests=64, max_queued_requests=64)."
 SCOPE = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
 
 
 class ProxyStandIn:
-    """Ray's proxy app, scripted per attempt: 'dies' (returns, nothing sent), 'raises', 'answers', 'streams then dies'."""
+    """Ray's proxy app, scripted per attempt: 'dies' (returns, nothing sent), 'raises', 'answers', 'streams then dies',
+    'refuses' (Ray's plain-text 503), 'router refuses' (the router's JSON 503)."""
 
     def __init__(self, *script: str) -> None:
         self.script = list(script)
         self.bodies: list[bytes] = []
+        self.refusal_headers: list[tuple[bytes, bytes]] = []
 
     async def __call__(self, scope, receive, send) -> None:
         body = b""
@@ -37,6 +40,14 @@ class ProxyStandIn:
         if step == "answers":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": b'{"choices": []}'})
+        if step == "refuses":  # as Ray's proxy does when its queue for the router is full (http_util.py)
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"), *self.refusal_headers]})
+            await send({"type": "http.response.body", "body": RAY_REFUSAL})
+        if step == "router refuses":
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"2")]})
+            await send({"type": "http.response.body", "body": b'{"error": {"code": "overloaded"}}'})
         if step == "streams then dies":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
             await send({"type": "http.response.body", "body": b'data: {"choices": []}\n\n', "more_body": True})
@@ -104,6 +115,23 @@ def test_a_body_too_big_to_keep_is_not_resent(monkeypatch):
     app = ProxyStandIn("dies", "answers")
     status, _, _ = status_and_body(call(app))
     assert status == 503 and len(app.bodies) == 1
+
+
+@pytest.mark.parametrize("ray_retry_after, expected", [(None, "1"), (b"3", "3")])
+def test_rays_own_plain_text_503_reaches_the_client_as_an_openai_overloaded_with_retry_after(ray_retry_after, expected):
+    app = ProxyStandIn("refuses")
+    app.refusal_headers = [(b"Retry-After", ray_retry_after)] if ray_retry_after else []
+    sent = call(app)
+    status, body, headers = status_and_body(sent)
+    error = json.loads(body)["error"]
+    assert status == 503 and headers["retry-after"] == expected and headers["content-type"] == "application/json"
+    assert error["code"] == "overloaded" and error["type"] == "server_error" and RAY_REFUSAL.decode() in error["message"]
+    assert len(app.bodies) == 1 and sum(m["type"] == "http.response.start" for m in sent) == 1  # refused once, not resent
+
+
+def test_the_routers_own_json_503_passes_through_untouched():
+    status, body, headers = status_and_body(call(ProxyStandIn("router refuses")))
+    assert (status, body, headers["retry-after"]) == (503, b'{"error": {"code": "overloaded"}}', "2")
 
 
 def test_an_answer_passes_through_untouched_and_once():
