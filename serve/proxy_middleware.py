@@ -9,8 +9,8 @@ ray/serve/_private). This ASGI middleware runs inside Ray's proxy, named by
   reaches a live one. The client gets one answer; the dead replica's engine work may have been spent twice;
 - if that fails too, the client gets an OpenAI-style 503 with `Retry-After`;
 - a stream that had started ends with one in-band error event and `data: [DONE]`;
-- Ray's own plain-text 503 (its queue for the router is full: `max_queued_requests`, or no replica is up) goes out
-  as our OpenAI-style 503 `overloaded` with `Retry-After`, like the router's own refusals.
+- Ray's own plain-text 503 goes out in the router's format with `Retry-After`: `overloaded` when its queue for the
+  router is full (`max_queued_requests`), `unavailable` when the router failed to deploy.
 
 A client that went away gets nothing more. Only a body up to `REPLAY_LIMIT_BYTES` is kept for the resend (the
 ingress refuses bigger ones itself).
@@ -111,11 +111,13 @@ class SentResponse:
         await self._send(message)
 
     async def _send_refusal(self) -> None:
-        """Ray's text says why (its queue is full, or no replica is up); the router's format says when to retry."""
+        """Ray's text says why (its queue is full: `overloaded`; the router failed to deploy: `unavailable`); the
+        router's format says when to retry."""
         retry_after = self._refusal.get(b"retry-after", b"1")
         reason = self._refusal_text.decode(errors="replace").strip()[:300] or "no router replica can take it now"
-        response = overloaded(f"Ray Serve refused the request ({reason})",
-                              retry_after=float(retry_after) if retry_after.isdigit() else 1.0).response()
+        refusal = overloaded if "backpressure" in reason else unavailable
+        response = refusal(f"Ray Serve refused the request ({reason})",
+                           retry_after=float(retry_after) if retry_after.isdigit() else 1.0).response()
         self.started = True
         await self._send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
         self.finished = True

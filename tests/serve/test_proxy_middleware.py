@@ -23,6 +23,7 @@ class ProxyStandIn:
         self.script = list(script)
         self.bodies: list[bytes] = []
         self.refusal_headers: list[tuple[bytes, bytes]] = []
+        self.refusal_text = RAY_REFUSAL
 
     async def __call__(self, scope, receive, send) -> None:
         body = b""
@@ -43,7 +44,7 @@ class ProxyStandIn:
         if step == "refuses":  # as Ray's proxy does when its queue for the router is full (http_util.py)
             await send({"type": "http.response.start", "status": 503,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8"), *self.refusal_headers]})
-            await send({"type": "http.response.body", "body": RAY_REFUSAL})
+            await send({"type": "http.response.body", "body": self.refusal_text})
         if step == "router refuses":
             await send({"type": "http.response.start", "status": 503,
                         "headers": [(b"content-type", b"application/json"), (b"retry-after", b"2")]})
@@ -127,6 +128,13 @@ def test_rays_own_plain_text_503_reaches_the_client_as_an_openai_overloaded_with
     assert status == 503 and headers["retry-after"] == expected and headers["content-type"] == "application/json"
     assert error["code"] == "overloaded" and error["type"] == "server_error" and RAY_REFUSAL.decode() in error["message"]
     assert len(app.bodies) == 1 and sum(m["type"] == "http.response.start" for m in sent) == 1  # refused once, not resent
+
+
+def test_rays_503_for_a_router_that_failed_to_deploy_says_unavailable():
+    app = ProxyStandIn("refuses")
+    app.refusal_text = b"Deployment(name='router', app='default') is unavailable because it failed to deploy."
+    status, body, headers = status_and_body(call(app))
+    assert status == 503 and headers["retry-after"] == "1" and json.loads(body)["error"]["code"] == "unavailable"
 
 
 def test_the_routers_own_json_503_passes_through_untouched():
