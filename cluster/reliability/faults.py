@@ -147,9 +147,11 @@ async def _kill(suite: Suite, client: httpx.AsyncClient, replica: bool = False) 
 
 async def _freeze_engine(suite: Suite, client: httpx.AsyncClient) -> tuple[float | None, dict[str, bool]]:
     """The engine stops under a stream that has started: the stream must end at its deadline (an in-band 504, then
-    [DONE]), not when the engine resumes."""
+    [DONE]), not when the engine resumes. Every replica's engine stops: autoscaling may have started a second one, and
+    the stream may be on either."""
     await asyncio.sleep(2)
-    engine = await asyncio.to_thread(processes.engine_core_of, suite.target, only=False)
+    await asyncio.to_thread(processes.engine_core_of, suite.target, only=False)  # at least one is up
+    engines = await asyncio.to_thread(processes.engine_cores_of, suite.target)
     tail: list[str] = []
     try:
         async with client.stream("POST", "/v1/chat/completions", json=long_stream(suite.target, LEFT_STREAM_TOKENS),
@@ -158,7 +160,8 @@ async def _freeze_engine(suite: Suite, client: httpx.AsyncClient) -> tuple[float
             async for line in lines:
                 if line.startswith("data: "):
                     break
-            engine.suspend()
+            for engine in engines:
+                engine.suspend()
             frozen_at = time.monotonic()
             try:
                 async with asyncio.timeout(CUT_DEADLINE_S + CUT_GRACE_S):  # no end by then: a hang (the check fails)
@@ -167,7 +170,8 @@ async def _freeze_engine(suite: Suite, client: httpx.AsyncClient) -> tuple[float
                 pass
         await asyncio.sleep(max(0.0, frozen_at + FREEZE_S - time.monotonic()))
     finally:
-        engine.resume()
+        for engine in engines:
+            engine.resume()
     resumed_at = time.monotonic()
     recovery = await suite.answering(client, suite.target, resumed_at)
     error, done = tail[-2:] if len(tail) >= 2 else ("", "")

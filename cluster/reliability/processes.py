@@ -59,6 +59,11 @@ def engine_core_of(specialist: str, settle_s: float = 60, only: bool = True) -> 
         time.sleep(1)
 
 
+def engine_cores_of(specialist: str) -> list[psutil.Process]:
+    """Every vLLM EngineCore under the specialist's replicas: a freeze must stop whichever one a request reached."""
+    return [c for r in specialist_replicas(specialist) for c in engine_cores(r)]
+
+
 def controller() -> psutil.Process:
     found = actors("ServeController")
     if len(found) != 1:
