@@ -186,8 +186,7 @@ class Scorer:
         return f"mlp:{self.meta.get('version', '?')}"
 
     def predict(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode():
-            return self.predict_vectors(self.encoder.encode(texts))
+        return self.predict_vectors(self.encoder.encode(texts))
 
     def predict_vectors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Role probabilities and quality from prompt vectors already encoded (benchmarks compare ways of encoding)."""

@@ -150,8 +150,7 @@ async def _freeze_engine(suite: Suite, client: httpx.AsyncClient) -> tuple[float
     [DONE]), not when the engine resumes. Every replica's engine stops: autoscaling may have started a second one, and
     the stream may be on either."""
     await asyncio.sleep(2)
-    await asyncio.to_thread(processes.engine_core_of, suite.target, only=False)  # at least one is up
-    engines = await asyncio.to_thread(processes.engine_cores_of, suite.target)
+    engines = await asyncio.to_thread(processes.engine_cores_of, suite.target, only=False)
     tail: list[str] = []
     try:
         async with client.stream("POST", "/v1/chat/completions", json=long_stream(suite.target, LEFT_STREAM_TOKENS),

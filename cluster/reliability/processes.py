@@ -45,23 +45,23 @@ def engine_cores(replica: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def engine_core_of(specialist: str, settle_s: float = 60, only: bool = True) -> psutil.Process:
-    """The vLLM EngineCore under the specialist's one replica, once a scale-up has drained (a fault injected into a
-    replica that Serve is stopping would test nothing); with `only` off, the first replica's when it has several."""
+def engine_cores_of(specialist: str, settle_s: float = 60, only: bool = True) -> list[psutil.Process]:
+    """The vLLM EngineCores under the specialist's replicas once one is up; with `only`, once a scale-up has drained to
+    one replica (a fault injected into a replica that Serve is stopping would test nothing)."""
     deadline = time.monotonic() + settle_s
     while True:
         found = specialist_replicas(specialist)
         cores = [c for r in found for c in engine_cores(r)]
         if cores and (not only or len(found) == len(cores) == 1):
-            return cores[0]
+            return cores
         if time.monotonic() > deadline:
             raise LookupError(f"{specialist}: {len(found)} replica processes, {len(cores)} EngineCores after {settle_s} s")
         time.sleep(1)
 
 
-def engine_cores_of(specialist: str) -> list[psutil.Process]:
-    """Every vLLM EngineCore under the specialist's replicas: a freeze must stop whichever one a request reached."""
-    return [c for r in specialist_replicas(specialist) for c in engine_cores(r)]
+def engine_core_of(specialist: str, settle_s: float = 60, only: bool = True) -> psutil.Process:
+    """The specialist's one EngineCore (`engine_cores_of`); with `only` off, the first replica's when it has several."""
+    return engine_cores_of(specialist, settle_s, only)[0]
 
 
 def controller() -> psutil.Process:

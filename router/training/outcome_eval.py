@@ -33,6 +33,7 @@ from router.training.train import (VALIDATION_SHARE, FitConfig, fit_calibration,
                                    outcome_matrix, routed_score, split_rows)
 
 MAX_EPOCHS = 20  # early stopping picks fewer
+OPERATING_FOLDS = 5  # the operating point's cost weight is chosen on every training prompt, each scored out of fold
 CURVE_SHARES = (0.125, 0.25, 0.5, 1.0)
 
 
@@ -48,22 +49,36 @@ def read_prices(path: Path | None, models: list[str]) -> dict[str, float]:
 
 
 def fit_quality(features: torch.Tensor, outcomes: torch.Tensor, fit: torch.Tensor, val: torch.Tensor,
-                config: FitConfig) -> tuple[dict, Callable, OutcomeBlend, tuple[torch.Tensor, torch.Tensor]]:
+                config: FitConfig) -> tuple[dict, Callable, OutcomeBlend]:
     """The scorer's quality as `train` fits it: heads on the `fit` rows, early-stopped and calibrated on the `val`
-    rows, blended with kNN and ridge; returns what was chosen, features -> the heads' part, the blend, and (the
-    graded `val` rows, their quality from the blend on the `fit` rows alone)."""
+    rows, blended with kNN and ridge; returns what was chosen, features -> the heads' part, and the blend."""
     no_roles = torch.full((len(fit),), -1)
     head = fit_head(features[fit], no_roles, outcomes[fit], replace(config, epochs=MAX_EPOCHS),
                     validation=(features[val], outcomes[val]))
     calibration = fit_calibration(head, features[val], outcomes[val])
-    blend, blend_choice, validation = fit_outcome_blend(head, calibration, features, outcomes, fit, val)
+    blend, blend_choice = fit_outcome_blend(head, calibration, features, outcomes, fit, val)
 
     def heads(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return calibration.apply(head(x)[1]).sigmoid()
 
     choice = {"n_fit": len(fit), "n_validation": len(val), "epochs_kept": head.epochs_kept, **blend_choice}
-    return choice, heads, blend, validation
+    return choice, heads, blend
+
+
+def out_of_fold_quality(features: torch.Tensor, outcomes: torch.Tensor, config: FitConfig,
+                        folds: int = OPERATING_FOLDS) -> torch.Tensor:
+    """Every training row's quality from a router fitted (as `fit_quality`) on the other folds: a cost weight chosen on
+    these matches the best single model on all the training prompts, not on the validation part's few hundred, where
+    the flat top of the curve leaves the crossing to chance."""
+    order = torch.randperm(len(features), generator=torch.Generator().manual_seed(config.seed + 2))
+    quality = torch.empty(outcomes.shape)
+    for held in order.tensor_split(folds):
+        rest = order[~torch.isin(order, held)]
+        kept, val = split_rows(len(rest), VALIDATION_SHARE, config.seed)
+        _, heads, blend = fit_quality(features, outcomes, rest[kept], rest[val], config)
+        quality[held] = blend.apply(features[held], heads(features[held]))
+    return quality
 
 
 def gap_closed(routed: float, best_single: float, oracle: float) -> float | None:
@@ -79,7 +94,7 @@ def learning_curve(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
     points = []
     for share in CURVE_SHARES:
         rows = fit[: round(len(fit) * share)]  # `fit` is a seeded permutation: its prefixes are random subsets
-        _, heads, blend, _ = fit_quality(train_x, train_y, rows, val, config)
+        _, heads, blend = fit_quality(train_x, train_y, rows, val, config)
         routed = routed_score(blend.apply(test_x, heads(test_x)), test_y)
         points.append({"share": share, "n_fit": len(rows), "routed_accuracy": round(routed, 4),
                        "gap_closed": gap_closed(routed, best_single, oracle),
@@ -121,16 +136,17 @@ def mixed_price_ratio_at(points: list[dict], accuracy: float, price: float) -> f
 
 def operating_point(validation_curve: list[dict], validation_best_single: float, test_curve: list[dict],
                     price: float) -> dict | None:
-    """The cost weight an operator would deploy, chosen without the test rows: the cheapest whose routed score on the
-    validation part matches the best single model's there; then read once on the test rows."""
+    """The cost weight an operator would deploy, chosen without the test rows: the cheapest whose routed score out of
+    fold on the training prompts matches the best single model's there; then read once on the test rows."""
     matching = [p for p in validation_curve if p["accuracy"] >= validation_best_single]
     if not matching:
         return None
     chosen = min(matching, key=lambda p: p["mean_price"])
     test = next(p for p in test_curve if p["cost_weight"] == chosen["cost_weight"])
     return {"cost_weight": chosen["cost_weight"],
-            "validation": {"accuracy": chosen["accuracy"], "best_single": round(validation_best_single, 4),
-                           "price_ratio": round(chosen["mean_price"] / price, 4)},
+            "out_of_fold": {"folds": OPERATING_FOLDS, "accuracy": chosen["accuracy"],
+                            "best_single": round(validation_best_single, 4),
+                            "price_ratio": round(chosen["mean_price"] / price, 4)},
             "test": {"accuracy": test["accuracy"], "price_ratio": round(test["mean_price"] / price, 4)}}
 
 
@@ -160,7 +176,7 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
     train_x, test_x = encoder.encode_cached(train_prompts), encoder.encode_cached(test_prompts)
 
     fit, val = split_rows(len(train_x), VALIDATION_SHARE, config.seed)
-    choice, heads, blend, (graded_val, val_quality) = fit_quality(train_x, train_y, fit, val, config)
+    choice, heads, blend = fit_quality(train_x, train_y, fit, val, config)
     heads_quality = heads(test_x)
     routed_quality = blend.apply(test_x, heads_quality)
     routed = routed_score(routed_quality, test_y)
@@ -168,7 +184,8 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
     best_single = float(test_y[:, best].mean())
     oracle = float(test_y.max(1).values.mean())
     curve = sweep(routed_quality, test_y, prices)
-    validation_curve = sweep(val_quality, train_y[graded_val], prices)
+    graded_train = ~train_y.isnan().any(1)
+    out_of_fold_curve = sweep(out_of_fold_quality(train_x, train_y, config)[graded_train], train_y[graded_train], prices)
     report = {
         "n": len(test_prompts), "models": models,
         "train": {"files": [str(f) for f in train_files], "n": len(train_prompts), **choice},
@@ -187,7 +204,8 @@ def outcome_eval(train_files: list[Path], test_files: list[Path] | None = None, 
         "prices": price_of, "priced": models_json is not None,
         "price_ratio_at_best_single_accuracy": price_ratio_at(curve, best_single, float(prices[best])),
         "price_ratio_mixing_two_cost_weights": mixed_price_ratio_at(curve, best_single, float(prices[best])),
-        "operating_point": operating_point(validation_curve, float(train_y[graded_val, best].mean()), curve, float(prices[best])),
+        "operating_point": operating_point(out_of_fold_curve, float(train_y[graded_train, best].mean()), curve,
+                                           float(prices[best])),
         "curve": curve, "seed": config.seed,
     }
     if with_learning_curve and oracle > best_single:
@@ -209,7 +227,7 @@ def plot(report: dict, path: Path) -> None:
     if chosen := report.get("operating_point"):
         point = next(p for p in curve if p["cost_weight"] == chosen["cost_weight"])
         ax.scatter(point["mean_price"], point["accuracy"], marker="*", s=120, color="tab:red", zorder=4,
-                   label=f"cost weight {chosen['cost_weight']} (chosen on the validation part)")
+                   label=f"cost weight {chosen['cost_weight']} (chosen out of fold on the training prompts)")
     for name, price in report["prices"].items():
         ax.scatter(price, report["single_accuracy"][name], color="black", s=12, zorder=3)
         ax.annotate(name, (price, report["single_accuracy"][name]), textcoords="offset points", xytext=(3, -8), fontsize=6)

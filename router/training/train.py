@@ -171,10 +171,9 @@ def fit_ridge(features: torch.Tensor, outcomes: torch.Tensor, alpha: float) -> t
 
 
 def fit_outcome_blend(head: nn.Module, calibration: Calibration, features: torch.Tensor, outcomes: torch.Tensor,
-                      fit: torch.Tensor, val: torch.Tensor) -> tuple[OutcomeBlend, dict, tuple[torch.Tensor, torch.Tensor]]:
+                      fit: torch.Tensor, val: torch.Tensor) -> tuple[OutcomeBlend, dict]:
     """The kNN's k and the ridge's alpha that route best on the validation rows (fitted on the `fit` rows), then both
-    refitted on the fit and validation rows together; returns the blend, the validation scores behind each choice,
-    and (the graded validation rows, their quality as the blend fitted on the `fit` rows alone predicts it)."""
+    refitted on the fit and validation rows together; returns the blend and the validation scores behind each choice."""
     graded = val[~outcomes[val].isnan().any(1)]
     x, y = features[graded], outcomes[graded]
     knn = {k: routed_score(knn_outcomes(features[fit], outcomes[fit], x, k), y) for k in KNN_CANDIDATES}
@@ -188,8 +187,7 @@ def fit_outcome_blend(head: nn.Module, calibration: Calibration, features: torch
                   **{f"knn_k{c}": v for c, v in knn.items()}, **{f"ridge_alpha{c}": v for c, v in ridge.items()}}
     rows = torch.cat([fit, val])
     blend = OutcomeBlend(features[rows], outcomes[rows], k, fit_ridge(features[rows], outcomes[rows], alpha))
-    return blend, {"knn_k": k, "ridge_alpha": alpha, "validation": {n: round(v, 4) for n, v in validation.items()}}, \
-        (graded, unseen)
+    return blend, {"knn_k": k, "ridge_alpha": alpha, "validation": {n: round(v, 4) for n, v in validation.items()}}
 
 
 def split_rows(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,7 +263,7 @@ def train(out: Path | None = None, outcome_files: list[Path] = (), config: FitCo
     calibration = blend = blend_choice = None
     if validation is not None:
         calibration = fit_calibration(head, *validation)
-        blend, blend_choice, _ = fit_outcome_blend(head, calibration, features[len(items):], matrix, kept, held)
+        blend, blend_choice = fit_outcome_blend(head, calibration, features[len(items):], matrix, kept, held)
     info = {"seed": config.seed, "epochs": config.epochs, "hidden": config.hidden, "members": config.members,
             "source_balance": config.source_balance, "label_smoothing": config.label_smoothing, "role_items": len(items),
             "outcome_items": len(outcome_prompts), "outcome_files": [Path(f).name for f in outcome_files],
