@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
               "probe": {"file": str(args.probe), **compare(scorer, [r["prompt"] for r in data.read_prompt_file(args.probe)])},
               "dataset_sample": compare(scorer, sample),
               "throughput": throughput(scorer.encoder, sample),
-              "variants_throughput": {e.info["features"]: throughput(e, sample) for e in variants},
+              "variants_throughput": {f"{e.info['features']}-{e.max_tokens}-tokens": throughput(e, sample) for e in variants},
               "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}}
     text = json.dumps(report, indent=2)
     if args.out:

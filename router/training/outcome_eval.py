@@ -12,8 +12,8 @@ trades against price in the units the cost weight assumes; the same part tunes t
 quality is the mean of the three (router/scorer.py `OutcomeBlend`). Prices: a model's input + output price (as the
 policy adds them, normalised to the dearest), from a `models.json` like LLMRouter's; without one every model costs
 the same. Where the curve reaches the best single model's score, as a share of its price, is read three ways: at a
-point of the sweep, between points (two cost weights mixed at random per request), and at the one cost weight the
-validation part picks (the operating point an operator would deploy, read once on the test rows)."""
+point of the sweep, between points (two cost weights mixed at random per request), and at the one cost weight chosen
+out of fold on the training prompts (the operating point an operator would deploy, read once on the test rows)."""
 
 from __future__ import annotations
 
@@ -134,18 +134,18 @@ def mixed_price_ratio_at(points: list[dict], accuracy: float, price: float) -> f
     return round(float(np.interp(accuracy, accuracies, costs)) / price, 4) if accuracy <= accuracies[-1] else None
 
 
-def operating_point(validation_curve: list[dict], validation_best_single: float, test_curve: list[dict],
+def operating_point(out_of_fold_curve: list[dict], out_of_fold_best_single: float, test_curve: list[dict],
                     price: float) -> dict | None:
     """The cost weight an operator would deploy, chosen without the test rows: the cheapest whose routed score out of
     fold on the training prompts matches the best single model's there; then read once on the test rows."""
-    matching = [p for p in validation_curve if p["accuracy"] >= validation_best_single]
+    matching = [p for p in out_of_fold_curve if p["accuracy"] >= out_of_fold_best_single]
     if not matching:
         return None
     chosen = min(matching, key=lambda p: p["mean_price"])
     test = next(p for p in test_curve if p["cost_weight"] == chosen["cost_weight"])
     return {"cost_weight": chosen["cost_weight"],
             "out_of_fold": {"folds": OPERATING_FOLDS, "accuracy": chosen["accuracy"],
-                            "best_single": round(validation_best_single, 4),
+                            "best_single": round(out_of_fold_best_single, 4),
                             "price_ratio": round(chosen["mean_price"] / price, 4)},
             "test": {"accuracy": test["accuracy"], "price_ratio": round(test["mean_price"] / price, 4)}}
 
